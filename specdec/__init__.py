@@ -1,0 +1,19 @@
+"""specdec: exact speculative decoding for T5 in JAX/Flax (Leviathan, Kalman & Matias, ICML 2023)."""
+
+from specdec import analysis
+from specdec.cache import DecoderCache
+from specdec.config import T5Config
+from specdec.decoding import DecodeResult, generate
+from specdec.drafts import BigramDraft, Draft, PromptLookupDraft, UnigramDraft
+from specdec.model import T5Model
+from specdec.sampling import Sampling
+from specdec.speculative import SpeculativeResult, SpeculativeStats, speculative_generate
+from specdec.verification import verify, verify_greedy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BigramDraft", "DecodeResult", "DecoderCache", "Draft", "PromptLookupDraft", "Sampling",
+    "SpeculativeResult", "SpeculativeStats", "T5Config", "T5Model", "UnigramDraft", "analysis",
+    "generate", "speculative_generate", "verify", "verify_greedy",
+]

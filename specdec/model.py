@@ -1,0 +1,242 @@
+"""`T5Model`: a config and its parameters in one object, usable as a target or as a draft.
+
+A `T5Model` is a pytree (params are its leaves, the config is static), so it can be passed straight
+into jitted functions. Besides teacher-forced `logits`, it implements the cached language-model
+protocol the decoders use (`start`, `extend`, `rewind`; see `specdec.drafts.Draft`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from specdec import hf_import
+from specdec.cache import DecoderCache
+from specdec.config import T5Config
+from specdec.network import transformer
+from specdec.validation import check_positive_int, check_tokens
+
+Array = jax.Array
+Params = Any  # Nested dict of float32 arrays, T5X's parameter tree.
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+def _dummy_inputs():
+  return jnp.ones((1, 2), jnp.int32), jnp.ones((1, 2), jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(config: T5Config, rng: Array) -> Params:
+  return transformer(config).init(rng, *_dummy_inputs())["params"]
+
+
+def abstract_params(config: T5Config) -> Params:
+  """The parameter tree of `config` as `jax.ShapeDtypeStruct`s, computed without any FLOPs."""
+  return nn.unbox(jax.eval_shape(_init_params, config, jax.random.PRNGKey(0)))
+
+
+def logical_axes(config: T5Config) -> Params:
+  """The parameter tree of `config` with a `PartitionSpec` of logical axis names at each leaf."""
+  boxed = jax.eval_shape(_init_params, config, jax.random.PRNGKey(0))
+  return nn.get_partition_spec(boxed)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(config: T5Config, params: Params, encoder_tokens: Array, decoder_tokens: Array):
+  return transformer(config).apply({"params": params}, encoder_tokens, decoder_tokens)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _start(config: T5Config, params: Params, encoder_tokens: Array, length: int) -> DecoderCache:
+  return start_cache(config, params, encoder_tokens, length)
+
+
+def start_cache(config: T5Config, params: Params, encoder_tokens: Array,
+                length: int) -> DecoderCache:
+  """Encodes once, computes cross-attention keys/values once, allocates an empty cache."""
+  net = transformer(config)
+  encoded = net.apply({"params": params}, encoder_tokens, method=net.encode)
+  cross_keys, cross_values = net.apply({"params": params}, encoded, method=net.cross_kv)
+  batch = encoder_tokens.shape[0]
+  shape = (config.num_decoder_layers, batch, length, config.num_heads, config.head_dim)
+  return DecoderCache(
+      self_keys=jnp.zeros(shape, config.dtype), self_values=jnp.zeros(shape, config.dtype),
+      cross_keys=cross_keys, cross_values=cross_values, encoder_mask=encoder_tokens > 0,
+      position=jnp.zeros((batch,), jnp.int32))
+
+
+def extend_cache(config: T5Config, params: Params, cache: DecoderCache,
+                 tokens: Array) -> tuple[Array, DecoderCache]:
+  """Feeds tokens `[B, k]` at each row's position; returns logits `[B, k, V]` and the cache with
+  every row's position advanced by k."""
+  net = transformer(config)
+  logits, keys, values = net.apply(
+      {"params": params}, tokens, position=cache.position, self_keys=cache.self_keys,
+      self_values=cache.self_values, cross_keys=cache.cross_keys,
+      cross_values=cache.cross_values, encoder_mask=cache.encoder_mask, deterministic=True,
+      method=net.decode)
+  cache = cache.replace(self_keys=keys, self_values=values,
+                        position=cache.position + tokens.shape[1])
+  return logits, cache
+
+
+_extend = jax.jit(extend_cache, static_argnums=0)
+
+
+@flax.struct.dataclass
+class T5Model:
+  """A T5 network (config) with its parameters (T5X's tree, float32)."""
+  config: T5Config = flax.struct.field(pytree_node=False)
+  params: Params
+
+  # --- construction -------------------------------------------------------------------------
+
+  @classmethod
+  def init(cls, config: T5Config, rng: Array | int = 0) -> "T5Model":
+    """Random parameters with T5X's initializers."""
+    if not isinstance(config, T5Config):
+      raise TypeError(f"config must be a T5Config, got {type(config).__name__}")
+    if isinstance(rng, int):
+      rng = jax.random.PRNGKey(rng)
+    return cls(config=config, params=nn.unbox(_init_params(config, rng)))
+
+  @classmethod
+  def from_params(cls, config: T5Config, params: Params, *, source: str = "params") -> "T5Model":
+    """Wraps a parameter tree after checking it against the config (names every mismatch)."""
+    check_params(config, params, source=source)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+    return cls(config=config, params=params)
+
+  @classmethod
+  def from_hf(cls, path: str, *, dtype: str = "float32") -> "T5Model":
+    """Loads a Hugging Face T5 directory (`config.json` + `model.safetensors` or
+    `pytorch_model.bin`), v1.0 (tied) or v1.1 (untied)."""
+    config, params = hf_import.load(path, dtype=dtype)
+    return cls.from_params(config, params, source=path)
+
+  @classmethod
+  def from_t5x(cls, checkpoint_dir: str, config: T5Config) -> "T5Model":
+    """Loads the model parameters (`target.*`) of a T5X checkpoint directory."""
+    from specdec import t5x_import  # pylint: disable=g-import-not-at-top
+    params = t5x_import.load_params(checkpoint_dir, config)
+    return cls.from_params(config, params, source=checkpoint_dir)
+
+  def save(self, path: str) -> None:
+    """Writes `path/config.json` and the parameters with orbax under `path/params`."""
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    path = os.path.abspath(path)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, CONFIG_FILE), "w") as f:
+      json.dump(config_to_dict(self.config), f, indent=2, sort_keys=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(path, PARAMS_DIR), self.params, force=True)
+    checkpointer.wait_until_finished()
+
+  @classmethod
+  def load(cls, path: str) -> "T5Model":
+    """Reads what `save` wrote; a missing or corrupt file raises ValueError naming it."""
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    path = os.path.abspath(path)
+    config = load_config(os.path.join(path, CONFIG_FILE))
+    params_path = os.path.join(path, PARAMS_DIR)
+    if not os.path.isdir(params_path):
+      raise ValueError(f"Checkpoint parameters not found: {params_path}")
+    try:
+      params = ocp.StandardCheckpointer().restore(params_path, abstract_params(config))
+    except Exception as e:  # orbax raises many types; name the checkpoint either way.
+      raise ValueError(f"Could not restore parameters from {params_path}: {e}") from e
+    return cls.from_params(config, params, source=params_path)
+
+  # --- inference ----------------------------------------------------------------------------
+
+  @property
+  def vocab_size(self) -> int:
+    return self.config.vocab_size
+
+  @property
+  def num_params(self) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+
+  def logits(self, encoder_input_tokens: Array, decoder_input_tokens: Array) -> Array:
+    """Teacher-forced float32 logits `[B, T, V]` (decoder inputs start with 0, T5X style)."""
+    enc = check_tokens("encoder_input_tokens", encoder_input_tokens, vocab_size=self.vocab_size)
+    dec = check_tokens("decoder_input_tokens", decoder_input_tokens, vocab_size=self.vocab_size)
+    if enc.shape[0] != dec.shape[0]:
+      raise ValueError(f"encoder_input_tokens and decoder_input_tokens differ in batch size: "
+                       f"{enc.shape[0]} vs {dec.shape[0]}")
+    return _logits(self.config, self.params, enc, dec)
+
+  # The cached language-model protocol (specdec.drafts.Draft); all three are traceable.
+
+  def start(self, encoder_input_tokens: Array, *, cache_length: int) -> DecoderCache:
+    """An empty decoder cache of `cache_length` positions for these encoder inputs."""
+    if isinstance(encoder_input_tokens, jax.core.Tracer):
+      return start_cache(self.config, self.params, encoder_input_tokens, cache_length)
+    check_positive_int("cache_length", cache_length)
+    enc = check_tokens("encoder_input_tokens", encoder_input_tokens, vocab_size=self.vocab_size)
+    return _start(self.config, self.params, enc, cache_length)
+
+  def extend(self, cache: DecoderCache, tokens: Array) -> tuple[Array, DecoderCache]:
+    """Feeds tokens `[B, k]`; returns float32 logits `[B, k, V]` and the advanced cache."""
+    if isinstance(tokens, jax.core.Tracer):
+      return extend_cache(self.config, self.params, cache, tokens)
+    return _extend(self.config, self.params, cache, jnp.asarray(tokens, jnp.int32))
+
+  def rewind(self, cache: DecoderCache, position: Array) -> DecoderCache:
+    """Rolls each row back to `position` `[B]`: later entries are never attended again."""
+    return cache.rewind(position)
+
+
+def check_params(config: T5Config, params: Params, *, source: str = "params") -> None:
+  """Raises one ValueError naming every missing, unexpected and mis-shaped parameter."""
+  expected = {"/".join(k): v.shape for k, v in _flatten(abstract_params(config)).items()}
+  try:
+    found = {"/".join(k): tuple(np.shape(v)) for k, v in _flatten(params).items()}
+  except AttributeError as e:
+    raise TypeError(f"{source}: parameters must be a nested dict of arrays") from e
+  problems = []
+  for name in sorted(set(expected) - set(found)):
+    problems.append(f"missing {name} (expected shape {expected[name]})")
+  for name in sorted(set(found) - set(expected)):
+    problems.append(f"unexpected {name} (shape {found[name]})")
+  for name in sorted(set(expected) & set(found)):
+    if tuple(expected[name]) != found[name]:
+      problems.append(f"{name}: expected shape {tuple(expected[name])}, found {found[name]}")
+  if problems:
+    raise ValueError(f"{source}: parameters do not match the config:\n  " + "\n  ".join(problems))
+
+
+def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  if hasattr(tree, "items"):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, prefix + (str(key),)))
+    return out
+  return {prefix: tree}
+
+
+def config_to_dict(config: T5Config) -> dict[str, Any]:
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  d = dataclasses.asdict(config)
+  d["mlp_activations"] = list(d["mlp_activations"])
+  return d
+
+
+def load_config(path: str) -> T5Config:
+  if not os.path.isfile(path):
+    raise ValueError(f"Model config not found: {path}")
+  try:
+    with open(path) as f:
+      return T5Config(**json.load(f))
+  except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+    raise ValueError(f"Corrupt model config {path}: {e}") from e

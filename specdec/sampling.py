@@ -1,0 +1,93 @@
+"""Sampling strategies: temperature, top-k and top-p turn logits into the distribution sampled.
+
+Both `generate` and `speculative_generate` use these functions, and speculative decoding applies
+the *same* processing to the target's p and the draft's q, so what it samples exactly is the
+processed target distribution. Temperature 0 means greedy (argmax) decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How next tokens are chosen; validated on construction (before anything is traced).
+
+  temperature: 0 for greedy decoding, > 0 to sample from softmax(logits / temperature).
+  top_k: keep only the k most likely tokens (0 disables).
+  top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1 disables).
+  """
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    for name in ("temperature", "top_p"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+      raise TypeError(f"top_k must be an int, got {self.top_k!r}")
+    if not self.temperature >= 0:  # Also rejects NaN.
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if self.top_k < 0:
+      raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+    object.__setattr__(self, "temperature", float(self.temperature))
+    object.__setattr__(self, "top_p", float(self.top_p))
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature == 0.0
+
+  def probs(self, logits: Array) -> Array:
+    """float logits `[..., V]` → float32 probabilities `[..., V]` (not for greedy decoding)."""
+    return logits_to_probs(logits, temperature=self.temperature, top_k=self.top_k,
+                           top_p=self.top_p)
+
+
+def logits_to_probs(logits: Array, *, temperature: float, top_k: int = 0,
+                    top_p: float = 1.0) -> Array:
+  """Temperature, then top-k, then top-p; returns float32 probabilities `[..., V]` summing to 1.
+
+  Ties at the top-k / top-p boundary are all kept, so the result does not depend on sort order.
+  """
+  if temperature <= 0:
+    raise ValueError("logits_to_probs needs temperature > 0; temperature 0 is argmax")
+  logits = logits.astype(jnp.float32) / temperature
+  if top_k and top_k < logits.shape[-1]:
+    kth_largest = jax.lax.top_k(logits, top_k)[0][..., -1:]
+    logits = jnp.where(logits >= kth_largest, logits, -jnp.inf)
+  probs = jax.nn.softmax(logits, axis=-1)
+  if top_p < 1.0:
+    sorted_probs = jnp.sort(probs, axis=-1)[..., ::-1]
+    mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
+    # The smallest probability still kept: tokens are kept while the mass before them < top_p.
+    kept = jnp.where(mass_before < top_p, sorted_probs, jnp.inf)
+    threshold = jnp.min(kept, axis=-1, keepdims=True)
+    probs = jnp.where(probs >= threshold, probs, 0.0)
+    probs = probs / jnp.sum(probs, axis=-1, keepdims=True)
+  return probs
+
+
+def sample_rows(keys: Array, probs: Array) -> Array:
+  """One draw per row: keys `[B]` (typed PRNG keys or uint32 `[B, 2]`), probs `[B, V]` → int32 `[B]`."""
+  draw = lambda key, p: jax.random.categorical(key, jnp.log(p))
+  return jax.vmap(draw)(keys, probs).astype(jnp.int32)
+
+
+def row_keys(rng: Array, batch_size: int) -> Array:
+  """Per-row keys that do not depend on the batch size: row b's key is `fold_in(rng, b)`."""
+  return jax.vmap(lambda b: jax.random.fold_in(rng, b))(jnp.arange(batch_size))
+
+
+def step_keys(keys: Array, step: Array) -> Array:
+  """`fold_in(key, step)` for every row key `[B]`."""
+  return jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
