@@ -1,0 +1,79 @@
+"""The target/draft pairs that specdec trains and ships (see specdec/assets/checkpoints/*/TRAINING.md).
+
+    pair = specdec.pretrained.load("ende")
+    tokens = pair.encode(["The file is saved."])
+    out = specdec.speculative_generate(pair.target, pair.draft, tokens, gamma=4, max_decode_len=64)
+    print(pair.decode(out.tokens))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from specdec.model import T5Model
+
+CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "checkpoints")
+# name → (seqio task whose inputs the pair was trained on, input prefix).
+_PAIRS = {
+    "ende": ("specdec_ende", "translate English to German: "),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedPair:
+  """A shipped target and its drafts over one SentencePiece vocabulary."""
+  name: str
+  task: str
+  prefix: str
+  target: T5Model
+  draft: T5Model        # Distilled from the target (the one to use).
+  draft_plain: T5Model | None  # Trained on the labels only (for comparison).
+  vocabulary: Any       # seqio.SentencePieceVocabulary.
+
+  def encode(self, texts: Sequence[str], *, max_length: int | None = None) -> np.ndarray:
+    """Texts → int32 `[B, S]` encoder inputs (task prefix added, EOS appended, 0-padded)."""
+    if isinstance(texts, str):
+      raise TypeError("texts must be a sequence of strings, not one string")
+    ids = [list(self.vocabulary.encode(self.prefix + t)) + [1] for t in texts]
+    if max_length is not None:
+      ids = [x[:max_length - 1] + [1] if len(x) > max_length else x for x in ids]
+    width = max(len(x) for x in ids)
+    out = np.zeros((len(ids), width), np.int32)
+    for i, x in enumerate(ids):
+      out[i, :len(x)] = x
+    return out
+
+  def decode(self, tokens: Any) -> list[str]:
+    """int `[B, T]` decoder outputs → texts (stops at EOS, ignores padding)."""
+    texts = []
+    for row in np.asarray(tokens):
+      row = row.tolist()
+      row = row[:row.index(1)] if 1 in row else row
+      texts.append(self.vocabulary.decode([t for t in row if t > 1]))
+    return texts
+
+
+def names() -> list[str]:
+  """Names of the shipped pairs present in this installation."""
+  return sorted(n for n in _PAIRS if os.path.isdir(os.path.join(CHECKPOINT_DIR, n, "target")))
+
+
+@functools.lru_cache(maxsize=None)
+def load(name: str) -> PretrainedPair:
+  """Loads a shipped pair; an unknown name raises ValueError listing the known ones."""
+  if name not in names():
+    raise ValueError(f"Unknown pretrained pair {name!r}; known: {names()}")
+  from specdec import data  # pylint: disable=g-import-not-at-top  (imports seqio)
+  task, prefix = _PAIRS[name]
+  root = os.path.join(CHECKPOINT_DIR, name)
+  plain = os.path.join(root, "draft_plain")
+  return PretrainedPair(
+      name=name, task=task, prefix=prefix, target=T5Model.load(os.path.join(root, "target")),
+      draft=T5Model.load(os.path.join(root, "draft")),
+      draft_plain=T5Model.load(plain) if os.path.isdir(plain) else None,
+      vocabulary=data.vocabulary())
