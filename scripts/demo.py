@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -42,6 +43,7 @@ def _timed(fn):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO.
   pair = pretrained.load(_PAIR.value)
   print(f"Loaded pair {pair.name!r}: target {pair.target.num_params / 1e6:.1f}M params, "
         f"draft {pair.draft.num_params / 1e6:.2f}M params (c = draft/target size "

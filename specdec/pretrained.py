@@ -17,7 +17,10 @@ import numpy as np
 
 from specdec.model import T5Model
 
-CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "checkpoints")
+# SPECDEC_CHECKPOINT_DIR points elsewhere (tests use it to stand in small pairs).
+CHECKPOINT_DIR = os.environ.get(
+    "SPECDEC_CHECKPOINT_DIR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "checkpoints"))
 # name → (seqio task whose inputs the pair was trained on, input prefix).
 _PAIRS = {
     "ende": ("specdec_ende", "translate English to German: "),
