@@ -1,0 +1,176 @@
+"""Committed corpora: asset paths, reading, vocabulary and metrics.
+
+The data files are built by ``scripts/build_data.py`` (see
+``specdec/assets/data/LICENSES.md``) and the vocabulary by
+``scripts/train_vocab.py``. seqio / tensorflow are imported lazily so that
+``read_pairs`` and the metrics stay cheap; seqio tasks are registered by
+importing :mod:`specdec.tasks`.
+"""
+
+import functools
+import gzip
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from typing import Dict, List, Sequence, Tuple
+
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+DATA_DIR = os.path.join(ASSETS_DIR, "data")
+VOCAB_PATH = os.path.join(ASSETS_DIR, "vocab", "spm_4k.model")
+COUNTS_FILE = "COUNTS.json"
+
+SPLITS = ("train", "validation", "test")
+
+# Task name -> directory under DATA_DIR. The directory names are accepted too.
+TASK_DIRS = {
+    "specdec_ende": "wmt_style_ende",
+    "specdec_summarize": "debian_summarize",
+}
+TASK_PREFIXES = {
+    "specdec_ende": "translate English to German: ",
+    "specdec_summarize": "summarize: ",
+}
+MIXTURE_NAME = "specdec_all"
+
+# T5 special ids of the committed vocabulary.
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+VOCAB_SIZE = 4096
+
+
+def normalize_source(text: str) -> str:
+  """Normalisation used for de-duplication and splitting (as build_data.py)."""
+  text = unicodedata.normalize("NFKC", text).lower()
+  text = re.sub(r"[^\w\s]", "", text)
+  return re.sub(r"\s+", " ", text).strip()
+
+
+def _task_dir(task_name: str) -> str:
+  if task_name in TASK_DIRS:
+    return TASK_DIRS[task_name]
+  if task_name in TASK_DIRS.values():
+    return task_name
+  raise ValueError(f"unknown specdec task {task_name!r}; known: "
+                   f"{sorted(TASK_DIRS)}")
+
+
+def data_file(task_name: str, split: str) -> str:
+  """Path of the gzip'ed TSV for a task and split (under the current DATA_DIR)."""
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
+  return os.path.join(DATA_DIR, _task_dir(task_name), f"{split}.tsv.gz")
+
+
+def load_counts(data_dir: str = None) -> Dict[str, dict]:
+  """Reads COUNTS.json: {"<dir>/<split>.tsv.gz": {"lines": n, "sha256": h}}."""
+  path = os.path.join(data_dir or DATA_DIR, COUNTS_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f"missing counts file {path}")
+  with open(path) as f:
+    return json.load(f)
+
+
+def num_examples(task_name: str, split: str) -> int:
+  rel = f"{_task_dir(task_name)}/{split}.tsv.gz"
+  return int(load_counts()[rel]["lines"])
+
+
+def read_pairs(task_name: str, split: str) -> List[Tuple[str, str]]:
+  """Returns the (source, target) pairs of a committed split.
+
+  Raises:
+    ValueError: (naming the file) if the file is missing, a line does not have
+      exactly two tab-separated columns, or the line count / sha256 do not match
+      COUNTS.json.
+  """
+  path = data_file(task_name, split)
+  rel = f"{_task_dir(task_name)}/{split}.tsv.gz"
+  counts = load_counts(os.path.dirname(os.path.dirname(path)))
+  if rel not in counts:
+    raise ValueError(f"{path}: no entry {rel!r} in {COUNTS_FILE}")
+  if not os.path.exists(path):
+    raise ValueError(f"missing data file {path}")
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = gzip.decompress(raw).decode("utf-8")
+  except (OSError, EOFError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: cannot read gzip'ed UTF-8 TSV: {e}") from e
+  lines = text.split("\n")
+  if lines and lines[-1] == "":
+    lines.pop()
+  expected = int(counts[rel]["lines"])
+  if len(lines) != expected:
+    raise ValueError(f"{path}: has {len(lines)} lines, {COUNTS_FILE} expects "
+                     f"{expected}")
+  pairs = []
+  for i, line in enumerate(lines):
+    cols = line.split("\t")
+    if len(cols) != 2:
+      raise ValueError(f"{path}:{i + 1}: expected 2 tab-separated columns, "
+                       f"got {len(cols)}")
+    pairs.append((cols[0], cols[1]))
+  sha = counts[rel].get("sha256")
+  if sha and hashlib.sha256(raw).hexdigest() != sha:
+    raise ValueError(f"{path}: sha256 does not match {COUNTS_FILE}")
+  return pairs
+
+
+def hide_gpus_from_tensorflow():
+  """Keeps tensorflow (used only for tf.data) off any accelerator."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except (RuntimeError, ValueError):  # already initialised
+    pass
+
+
+@functools.lru_cache(maxsize=None)
+def vocabulary():
+  """The committed SentencePiece vocabulary (T5 ids: pad 0, eos 1, unk 2)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(VOCAB_PATH):
+    raise ValueError(f"missing vocabulary {VOCAB_PATH}; run "
+                     "scripts/train_vocab.py")
+  return seqio.SentencePieceVocabulary(VOCAB_PATH)
+
+
+def get_task(name: str):
+  """Returns a registered specdec seqio Task (registers on first use)."""
+  from specdec import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.get_task(name)
+
+
+# ---------------------------------------------------------------------------
+# Metrics (seqio metric_fn signature: (targets, predictions) -> dict).
+
+
+def bleu(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
+  """Corpus BLEU (sacrebleu defaults, 13a tokenisation), 0..100."""
+  import sacrebleu  # pylint: disable=g-import-not-at-top
+  targets = [str(t) for t in targets]
+  predictions = [str(p) for p in predictions]
+  if len(targets) != len(predictions):
+    raise ValueError(f"{len(targets)} targets but {len(predictions)} "
+                     "predictions")
+  score = sacrebleu.corpus_bleu(predictions, [targets])
+  return {"bleu": float(score.score)}
+
+
+def rouge(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
+  """Mean ROUGE-1/2/Lsum F-measure (rouge-score, with stemming), 0..100."""
+  from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+  if len(targets) != len(predictions):
+    raise ValueError(f"{len(targets)} targets but {len(predictions)} "
+                     "predictions")
+  types = ["rouge1", "rouge2", "rougeLsum"]
+  scorer = rouge_scorer.RougeScorer(types, use_stemmer=True)
+  totals = {k: 0.0 for k in types}
+  for t, p in zip(targets, predictions):
+    scores = scorer.score(str(t), str(p))
+    for k in types:
+      totals[k] += scores[k].fmeasure
+  n = max(1, len(targets))
+  # Plain mean (deterministic, unlike the bootstrap aggregator).
+  return {k: 100.0 * v / n for k, v in totals.items()}

@@ -1,0 +1,97 @@
+"""seqio Task / Mixture registration for the committed corpora.
+
+Importing this module registers (idempotently):
+
+* ``specdec_ende``: EN->DE translation, inputs prefixed with
+  "translate English to German: " (as in T5), BLEU metric.
+* ``specdec_summarize``: Debian long description -> synopsis, inputs prefixed
+  with "summarize: ", ROUGE-1/2/Lsum metrics.
+* ``specdec_all``: mixture of both (rates proportional to train sizes).
+"""
+
+import functools
+
+import seqio
+import tensorflow as tf
+
+from specdec import data
+
+data.hide_gpus_from_tensorflow()
+
+TASK_NAMES = tuple(sorted(data.TASK_DIRS))
+MIXTURE_NAME = data.MIXTURE_NAME
+
+
+def _dataset_fn(split, shuffle_files, seed=None, *, task_name):
+  del shuffle_files, seed  # One file per split; seqio shuffles examples.
+  pairs = data.read_pairs(task_name, split)
+  sources = [s for s, _ in pairs]
+  targets = [t for _, t in pairs]
+  return tf.data.Dataset.from_tensor_slices({
+      "source": tf.constant(sources, dtype=tf.string),
+      "target": tf.constant(targets, dtype=tf.string),
+  })
+
+
+def _add_prefix(dataset, prefix):
+  def fn(ex):
+    ex = dict(ex)
+    ex["inputs"] = tf.strings.join([prefix, ex["inputs"]])
+    return ex
+  return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def output_features():
+  vocab = data.vocabulary()
+  return {
+      "inputs": seqio.Feature(vocabulary=vocab, add_eos=True),
+      "targets": seqio.Feature(vocabulary=vocab, add_eos=True),
+  }
+
+
+def _make_task(name):
+  source = seqio.FunctionDataSource(
+      dataset_fn=functools.partial(_dataset_fn, task_name=name),
+      splits=data.SPLITS,
+      num_input_examples={s: data.num_examples(name, s) for s in data.SPLITS})
+  metric = data.bleu if name == "specdec_ende" else data.rouge
+  return seqio.Task(
+      name,
+      source=source,
+      preprocessors=[
+          functools.partial(seqio.preprocessors.rekey,
+                            key_map={"inputs": "source", "targets": "target"}),
+          functools.partial(_add_prefix, prefix=data.TASK_PREFIXES[name]),
+          seqio.preprocessors.tokenize,
+          seqio.preprocessors.append_eos_after_trim,
+      ],
+      output_features=output_features(),
+      metric_fns=[metric],
+  )
+
+
+def register():
+  """(Re-)registers the tasks and the mixture; safe to call repeatedly."""
+  if MIXTURE_NAME in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(MIXTURE_NAME)
+  for name in TASK_NAMES:
+    if name in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add_provider(name, _make_task(name))
+  seqio.MixtureRegistry.add(
+      MIXTURE_NAME, list(TASK_NAMES),
+      default_rate=seqio.mixing_rate_num_examples)
+
+
+def get_task(name):
+  """Returns a specdec Task (or the mixture); ValueError for unknown names."""
+  known = TASK_NAMES + (MIXTURE_NAME,)
+  if name not in known:
+    raise ValueError(f"unknown specdec task {name!r}; registered specdec "
+                     f"tasks: {list(known)}")
+  if name == MIXTURE_NAME:
+    return seqio.get_mixture_or_task(name)
+  return seqio.TaskRegistry.get(name)
+
+
+register()
