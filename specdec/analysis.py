@@ -39,9 +39,9 @@ def walltime_improvement(alpha: float, gamma: int, c: float, verify_cost: float 
 
   verify_cost = 1 is the paper's Theorem 3.8; pass the measured v(γ) for a realistic estimate.
   """
-  if c < 0:
+  if not c >= 0:  # Also rejects NaN.
     raise ValueError(f"c must be >= 0, got {c}")
-  if verify_cost <= 0:
+  if not verify_cost > 0:  # Also rejects NaN.
     raise ValueError(f"verify_cost must be > 0, got {verify_cost}")
   return expected_tokens(alpha, gamma) / (_check_gamma(gamma) * c + verify_cost)
 
