@@ -101,7 +101,10 @@ class BigramDraft:
       seq = np.asarray(seq).reshape(-1)
       seq = np.concatenate([[0], seq[seq > 0]])
       np.add.at(counts, (seq[:-1], seq[1:]), 1.0)
-    return cls(log_probs=jnp.asarray(np.log(counts / counts.sum(1, keepdims=True)), jnp.float32))
+    totals = counts.sum(1, keepdims=True)
+    # A token never seen as a predecessor (possible when smoothing = 0) gets a uniform row.
+    probs = np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / vocab_size)
+    return cls(log_probs=jnp.asarray(np.log(probs), jnp.float32))
 
   @property
   def vocab_size(self) -> int:
