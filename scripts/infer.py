@@ -118,7 +118,9 @@ def infer(*, output_dir: str = gin.REQUIRED, pair: str = "ende", task: str | Non
       f.write(json.dumps({"target": ref, "prediction": text}, ensure_ascii=False) + "\n")
 
   if compare_baseline:
-    baseline = models.EncoderDecoderModel(target.config, decode_fn=decoding.temperature_sample)
+    baseline = models.EncoderDecoderModel(
+        target.config, decode_fn=decoding.temperature_sample, eos_id=model.eos_id,
+        max_decode_length=model.max_decode_length)
     base_outputs, _, base_seconds = _decode_split(baseline, target.params, batches, rng=rng,
                                                   desc="baseline")
     _, base_metrics = score(base_outputs)

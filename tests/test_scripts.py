@@ -1,0 +1,128 @@
+"""The user-facing entry points run end to end: the demo, T5X-style inference, the notebook.
+
+They run on a stand-in pair (tiny random models over the shipped 4k vocabulary) so that these
+tests check plumbing quickly; the shipped pair's quality is tested in test_pretrained.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+
+from specdec import T5Config, T5Model, decoding, models, pretrained
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAND_IN = T5Config(vocab_size=4096, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                    num_encoder_layers=1, num_decoder_layers=1)
+
+
+@pytest.fixture(scope="module")
+def stand_in_pair(tmp_path_factory):
+  root = tmp_path_factory.mktemp("checkpoints")
+  T5Model.init(STAND_IN, 0).save(str(root / "ende" / "target"))
+  T5Model.init(STAND_IN.replace(emb_dim=8), 1).save(str(root / "ende" / "draft"))
+  return str(root)
+
+
+@pytest.fixture
+def use_stand_in(stand_in_pair, monkeypatch):
+  monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", stand_in_pair)
+  monkeypatch.setenv("SPECDEC_CHECKPOINT_DIR", stand_in_pair)
+  pretrained.load.cache_clear()
+  yield stand_in_pair
+  pretrained.load.cache_clear()
+
+
+def _env(stand_in_pair):
+  return dict(os.environ, SPECDEC_CHECKPOINT_DIR=stand_in_pair, JAX_PLATFORMS="cpu",
+              TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def test_pretrained_unknown_name_lists_known(use_stand_in):
+  with pytest.raises(ValueError, match=r"Unknown pretrained pair 'nope'.*ende"):
+    pretrained.load("nope")
+
+
+def test_demo_runs_and_reports_identical_outputs(stand_in_pair):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "demo.py"), "--num_sentences=2",
+       "--max_decode_len=8", "--repeats=1"],
+      capture_output=True, text=True, env=_env(stand_in_pair), timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "greedy outputs identical to the baseline: True" in proc.stdout
+  assert "speedup" in proc.stdout
+
+
+def test_infer_from_gin_speculative_scores_what_baseline_scores(use_stand_in, tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  try:
+    import infer  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  gin.clear_config()
+  try:
+    infer.gin_utils.parse(
+        ["configs/runs/infer.gin"],
+        [f"OUTPUT_DIR = '{tmp_path}'", "infer.max_examples = 12", "infer.batch_size = 8",
+         "specdec.models.EncoderDecoderModel.max_decode_length = 8"])
+    report = infer.infer()  # pylint: disable=no-value-for-parameter
+  finally:
+    gin.clear_config()
+  assert report["decode_fn"] == "speculative_sample"
+  assert report["examples"] == 12
+  assert report["baseline"]["identical_outputs"]
+  assert report["baseline"]["metrics"] == report["metrics"]
+  with open(tmp_path / "specdec_ende_test_metrics.json") as f:
+    assert json.load(f)["metrics"] == report["metrics"]
+  with open(tmp_path / "specdec_ende_test_outputs.jsonl") as f:
+    assert len(f.readlines()) == 12
+
+
+def test_missing_gin_file_is_named():
+  from specdec import gin_utils  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="configs/runs/nope.gin"):
+    gin_utils.parse(["configs/runs/nope.gin"], [])
+
+
+def test_gin_flag_rewrite():
+  from specdec import gin_utils  # pylint: disable=g-import-not-at-top
+  assert gin_utils.rewrite_gin_args(["x", "--gin.MODEL_DIR='/a=b'", "--other=1"]) == [
+      "x", "--gin_bindings=MODEL_DIR = '/a=b'", "--other=1"]
+
+
+def test_encoder_decoder_model_matches_decoders(tiny_target, tiny_draft):
+  """predict_batch with either decode function returns the decoders' tokens (T5X contract)."""
+  enc = np.array([[3, 4, 5, 1], [6, 7, 1, 0]], np.int32)
+  batch = {"encoder_input_tokens": enc, "decoder_input_tokens": np.zeros((2, 6), np.int32)}
+  expected = decoding.generate(tiny_target, enc, max_decode_len=6).tokens
+  for fn in (decoding.temperature_sample,
+             lambda **kw: decoding.speculative_sample(gamma=2, **kw)):
+    model = models.EncoderDecoderModel(tiny_target.config, decode_fn=fn, draft=tiny_draft)
+    out = model.predict_batch(tiny_target.params, batch)
+    np.testing.assert_array_equal(out, expected)
+    all_decodes, _ = model.predict_batch_with_aux(tiny_target.params, batch,
+                                                  return_all_decodes=True)
+    assert all_decodes.shape == (2, 1, 6)
+
+
+def test_notebook_executes(stand_in_pair, monkeypatch):
+  nbformat = pytest.importorskip("nbformat")
+  nbclient = pytest.importorskip("nbclient")
+  monkeypatch.setenv("SPECDEC_CHECKPOINT_DIR", stand_in_pair)
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  with open(os.path.join(REPO, "notebooks", "quickstart.ipynb")) as f:
+    nb = nbformat.read(f, as_version=4)
+  # Smaller parameters than the notebook's defaults: this checks that it runs, not its numbers.
+  nb.cells.insert(4, nbformat.v4.new_code_cell(
+      "NUM_SENTENCES, GAMMAS, MAX_DECODE_LEN, REPEATS = 2, [1, 2], 8, 1"))
+  client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                   resources={"metadata": {"path": REPO}})
+  client.execute()
+  outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                    for o in c.get("outputs", []))
+  assert "greedy outputs identical: True" in outputs
+  assert np.isfinite(float(outputs.split("'speedup': ")[-1].split("}")[0]))
