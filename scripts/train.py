@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""Trains a specdec T5 target or draft, configured with gin as T5X runs are.
+
+  python scripts/train.py --gin_file=configs/models/ende_target.gin \
+      --gin_file=configs/runs/train.gin --gin.TRAIN_STEPS=1000 --gin.MODEL_DIR="'/work/runs/x'"
+
+Distillation of a draft from a saved target (`T5Model.save` directory):
+
+  python scripts/train.py --gin_file=configs/models/ende_draft.gin \
+      --gin_file=configs/runs/distill.gin --gin.TEACHER_DIR="'/path/to/target'" ...
+
+Macros (as in T5X): MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, TASK, LEARNING_RATE, TEACHER_DIR, ...
+(see configs/runs/*.gin). Any parameter of `train` can be bound with `--gin.train.NAME=VALUE`.
+Runs are resumable: the latest orbax checkpoint in MODEL_DIR/checkpoints is restored, and the data
+order and dropout keys are functions of (seed, step). TensorBoard metrics go to MODEL_DIR/tb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import gin  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def t5_config(**kwargs):
+  """gin entry point for `specdec.T5Config` (bound as `T5Config.<field> = ...`)."""
+  from specdec.config import T5Config  # pylint: disable=g-import-not-at-top
+  return T5Config(**kwargs)
+
+
+gin.external_configurable(t5_config, name="T5Config")
+
+
+def _deadline(stop_time: str | None) -> float | None:
+  """'HH:MM' (UTC, today) or a POSIX timestamp → POSIX timestamp."""
+  if stop_time is None:
+    return None
+  if isinstance(stop_time, (int, float)):
+    return float(stop_time)
+  try:
+    hh, mm = (int(x) for x in str(stop_time).split(":"))
+  except ValueError as e:
+    raise ValueError(f"stop_time must be 'HH:MM' (UTC) or a timestamp, got {stop_time!r}") from e
+  now = datetime.datetime.now(datetime.timezone.utc)
+  return now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+
+
+@gin.configurable(denylist=["log"])
+def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
+          task: str = "specdec_ende", batch_size: int = 64, optimizer: str = "adamw",
+          schedule: str = "cosine", learning_rate: float = 1e-3, warmup_steps: int = 500,
+          weight_decay: float = 0.01, z_loss: float = 1e-4, seed: int = 0, max_length: int = 64,
+          checkpoint_every: int = 500, keep_checkpoints: int = 2, log_every: int = 50,
+          eval_every: int = 0, eval_examples: int = 256, eval_batch_size: int = 64,
+          teacher_dir: str | None = None, distill_ce_weight: float = 0.0,
+          distill_temperature: float = 1.0, export_dir: str | None = None,
+          stop_time: str | None = None, log=print) -> dict:
+  """Trains (or distils, when `teacher_dir` is set) and returns a summary dict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tqdm  # pylint: disable=g-import-not-at-top
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from specdec import data, training  # pylint: disable=g-import-not-at-top
+  from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
+
+  training.task_prefix(task)  # ValueError listing the known tasks.
+  if train_steps <= 0:
+    raise ValueError(f"train_steps must be positive, got {train_steps}")
+  deadline = _deadline(stop_time)
+  model_dir = os.path.abspath(model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, "config.gin"), "w") as f:
+    f.write(gin.config_str())
+
+  t0 = time.time()
+  sp = training.tokenizer()
+  pairs = data.read_pairs(task, "train")
+  inputs, targets = training.tokenize_pairs(pairs, task=task, max_length=max_length, sp=sp)
+  batches = training.Batches(inputs, targets, batch_size=batch_size, seed=seed)
+  valid = data.read_pairs(task, "validation")[:eval_examples]
+  log(f"{task}: {len(inputs)} of {len(pairs)} train pairs fit {max_length} tokens; "
+      f"{batches.batches_per_epoch} batches of {batch_size} per epoch "
+      f"(tokenised in {time.time() - t0:.1f}s)")
+
+  teacher = None
+  if teacher_dir:
+    teacher = T5Model.load(teacher_dir)
+    log(f"distilling from {teacher_dir} ({teacher.num_params:,} params) into a "
+        f"{model_config.num_params:,}-param draft; CE weight {distill_ce_weight}")
+  sched = training.make_schedule(schedule=schedule, learning_rate=learning_rate,
+                                 warmup_steps=warmup_steps, total_steps=train_steps)
+  tx = training.make_optimizer(optimizer=optimizer, schedule=sched, weight_decay=weight_decay)
+  trainer = training.Trainer(model_config, tx, schedule=sched, z_loss=z_loss, dropout_seed=seed,
+                             teacher_config=teacher.config if teacher else None,
+                             distill_temperature=distill_temperature,
+                             distill_ce_weight=distill_ce_weight)
+  params = T5Model.init(model_config, seed).params
+  state = trainer.init_state(params)
+  ckpts = training.Checkpoints(os.path.join(model_dir, "checkpoints"),
+                               max_to_keep=keep_checkpoints)
+  if ckpts.latest_step() is not None:
+    state = ckpts.restore(trainer.abstract_state(params))
+    log(f"resumed from step {int(state.step)} in {ckpts.directory}")
+  log(f"model: {T5Model(model_config, state.params).num_params:,} params; config {model_config}")
+
+  writer = SummaryWriter(os.path.join(model_dir, "tb"))
+  start_step = int(state.step)
+  pending, last = [], {}
+  summary_path = os.path.join(model_dir, "summary.json")
+  history = json.load(open(summary_path)).get("segments", []) if os.path.exists(summary_path) else []
+
+  def run_eval(step):
+    model = T5Model(model_config, state.params)
+    t = time.time()
+    bleu, preds = training.evaluate_bleu(model, valid, task=task, batch_size=eval_batch_size,
+                                         sp=sp)
+    writer.add_scalar("eval/bleu", bleu, step)
+    log(f"step {step}: validation BLEU {bleu:.2f} on {len(valid)} pairs ({time.time() - t:.0f}s); "
+        f"e.g. {valid[0][0]!r} -> {preds[0]!r}")
+    return bleu
+
+  seg_start = time.time()
+  bar = tqdm.tqdm(total=train_steps, initial=start_step, dynamic_ncols=True, mininterval=10,
+                  file=sys.stderr)
+  step = start_step
+  stopped_early = False
+  while step < train_steps:
+    batch = batches.batch(step)
+    if teacher is not None:
+      state, metrics = trainer.distill_step(state, teacher.params, batch)
+    else:
+      state, metrics = trainer.train_step(state, batch)
+    step += 1
+    pending.append(metrics)
+    bar.update(1)
+    if step % log_every == 0 or step == train_steps:
+      fetched = jax.device_get(pending)
+      pending = []
+      last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      for k, v in last.items():
+        writer.add_scalar(f"train/{k}", v, step)
+      bar.set_postfix(loss=f"{last['loss']:.3f}", **({"kl": f"{last['kl']:.3f}"}
+                                                      if "kl" in last else {}))
+      tqdm.tqdm.write(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in last.items())
+                      + f" elapsed={time.time() - seg_start:.0f}s", file=sys.stderr)
+    if step % checkpoint_every == 0:
+      ckpts.save(state)
+    if eval_every and step % eval_every == 0 and step < train_steps:
+      run_eval(step)
+    if deadline is not None and time.time() >= deadline and step < train_steps:
+      log(f"stop_time {stop_time} reached at step {step}; checkpointing and stopping")
+      stopped_early = True
+      break
+  bar.close()
+  ckpts.save(state)
+  ckpts.close()
+  wall = time.time() - seg_start
+  history.append({"start_step": start_step, "end_step": step, "wall_s": round(wall, 1)})
+  summary = {"steps": step, "train_steps": train_steps, "stopped_early": stopped_early,
+             "segments": history, "wall_s_total": round(sum(h["wall_s"] for h in history), 1),
+             "final_train_metrics": last, "num_params": T5Model(model_config, state.params).num_params}
+  if eval_examples and step > start_step:
+    summary["validation_bleu"] = run_eval(step)
+    summary["validation_examples"] = len(valid)
+  if export_dir:
+    T5Model(model_config, state.params).save(export_dir)
+    log(f"saved the model to {export_dir}")
+  with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=2)
+  writer.close()
+  log(f"done: step {step}, {wall:.0f}s this run; summary in {summary_path}")
+  return summary
+
+
+def parse_args(argv):
+  """Splits argv into gin files and bindings (`--gin.KEY=VALUE` as in T5X's gin_utils)."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
+  parser.add_argument("--gin_bindings", action="append", default=[], help="gin binding")
+  parser.add_argument("--gin_search_paths", default=REPO,
+                      help="comma-separated directories relative gin files are looked up in")
+  args, rest = parser.parse_known_args(argv)
+  bindings = list(args.gin_bindings)
+  for arg in rest:
+    if arg.startswith("--gin.") and "=" in arg:
+      bindings.append(arg[len("--gin."):])
+    else:
+      parser.error(f"unrecognised argument {arg!r}")
+  return args, bindings
+
+
+def resolve_gin_files(files, search_paths):
+  """Absolute paths of the gin files; ValueError naming any that does not exist."""
+  resolved = []
+  for name in files:
+    candidates = [name] if os.path.isabs(name) else (
+        [name] + [os.path.join(p, name) for p in search_paths])
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if found is None:
+      raise ValueError(f"gin file not found: {name} (looked in: {', '.join(candidates)})")
+    resolved.append(os.path.abspath(found))
+  return resolved
+
+
+def main(argv=None):
+  args, bindings = parse_args(sys.argv[1:] if argv is None else argv)
+  if not args.gin_file:
+    raise ValueError("at least one --gin_file is required (a model and a run config)")
+  search = [p for p in args.gin_search_paths.split(",") if p]
+  files = resolve_gin_files(args.gin_file, search)
+  for p in search:
+    gin.add_config_file_search_path(p)
+  gin.parse_config_files_and_bindings(files, bindings)
+  return train()
+
+
+if __name__ == "__main__":
+  main()

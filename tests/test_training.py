@@ -1,0 +1,189 @@
+"""specdec.training and scripts/train.py on tiny configs: loss, resumable checkpoints, distillation."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import TINY, TINY_DRAFT
+from specdec import T5Model, training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_DROPOUT = TINY.replace(dropout_rate=0.1)
+
+
+def _synthetic_batch(seed=0, batch=4, length=8, vocab=32):
+  """Targets are a deterministic function of the inputs (reversed), so the loss can drop."""
+  rng = np.random.default_rng(seed)
+  inputs = rng.integers(3, vocab, size=(batch, length)).astype(np.int32)
+  inputs[:, -1] = 1
+  inputs[0, 5:] = 0
+  inputs[0, 4] = 1
+  targets = np.zeros_like(inputs)
+  for b in range(batch):
+    n = int(np.sum(inputs[b] > 1))
+    targets[b, :n] = inputs[b, :n][::-1]
+    targets[b, n] = 1
+  return {"inputs": inputs, "targets": targets}
+
+
+def _trainer(config, **kwargs):
+  sched = training.make_schedule(schedule="constant", learning_rate=1e-2, warmup_steps=0,
+                                 total_steps=10)
+  return training.Trainer(config, training.make_optimizer(optimizer="adamw", schedule=sched),
+                          schedule=sched, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trainer():
+  return _trainer(TINY_DROPOUT)
+
+
+def _run(trainer, state, batch, steps):
+  losses = []
+  for _ in range(steps):
+    state, metrics = trainer.train_step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return state, losses
+
+
+def test_train_steps_lower_the_loss(trainer):
+  batch = _synthetic_batch()
+  state = trainer.init_state(T5Model.init(TINY_DROPOUT, 0).params)
+  state, losses = _run(trainer, state, batch, 12)
+  assert int(state.step) == 12
+  assert np.all(np.isfinite(losses))
+  # Random init gives ~log(32) = 3.47; twelve AdamW steps at lr 1e-2 on one batch must cut it.
+  assert losses[-1] < losses[0] - 0.5, losses
+
+
+def _assert_trees_equal(a, b):
+  leaves_a, tree_a = jax.tree_util.tree_flatten(a)
+  leaves_b, tree_b = jax.tree_util.tree_flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_checkpoint_resumes_identically(trainer, tmp_path):
+  batches = [_synthetic_batch(seed=s) for s in range(3)]
+  params = T5Model.init(TINY_DROPOUT, 1).params
+  state = trainer.init_state(params)
+  for b in batches[:2]:
+    state, _ = trainer.train_step(state, b)
+  ckpts = training.Checkpoints(str(tmp_path / "ckpt"), max_to_keep=2)
+  ckpts.save(state)
+  uninterrupted, metrics = trainer.train_step(state, batches[2])
+  ckpts.close()
+
+  reopened = training.Checkpoints(str(tmp_path / "ckpt"))
+  assert reopened.latest_step() == 2
+  restored = reopened.restore(trainer.abstract_state(params))
+  assert isinstance(restored, training.TrainState)
+  _assert_trees_equal(restored.params, state.params)
+  _assert_trees_equal(restored.opt_state, state.opt_state)  # Adam moments and counts too.
+  assert int(restored.step) == 2
+  resumed, resumed_metrics = trainer.train_step(restored, batches[2])
+  _assert_trees_equal(resumed.params, uninterrupted.params)
+  _assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
+  assert float(resumed_metrics["loss"]) == float(metrics["loss"])
+  reopened.close()
+
+
+def test_restore_from_empty_directory_names_it(tmp_path):
+  ckpts = training.Checkpoints(str(tmp_path / "empty"))
+  with pytest.raises(ValueError, match="empty"):
+    ckpts.restore(None)
+
+
+def test_distillation_step_lowers_kl(tiny_target):
+  teacher = tiny_target
+  draft = T5Model.init(TINY_DRAFT, 3)
+  trainer = _trainer(TINY_DRAFT, teacher_config=teacher.config)
+  batch = _synthetic_batch(seed=5)
+  before = training.kl_on_batch(teacher, draft, batch)
+  state = trainer.init_state(draft.params)
+  for _ in range(8):
+    state, metrics = trainer.distill_step(state, teacher.params, batch)
+    assert np.isfinite(float(metrics["kl"]))
+  after = training.kl_on_batch(teacher, T5Model(TINY_DRAFT, state.params), batch)
+  assert before > 0
+  assert after < 0.7 * before, (before, after)
+
+
+def test_z_loss_zero_is_plain_cross_entropy():
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(2, 5, 7)) * 3, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 7, size=(2, 5)), jnp.int32)
+  weights = (targets > 0).astype(jnp.float32)
+  plain = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights)
+  total, z_total = training.cross_entropy_with_z_loss(logits, targets, weights, z_loss=0.0)
+  np.testing.assert_allclose(total, plain, rtol=1e-6)
+  assert float(z_total) == 0.0
+  # With z_loss > 0 the extra term is z * logsumexp^2 on the weighted tokens, and it grows when
+  # every logit is shifted up (CE is shift-invariant, log Z is not).
+  total, z_total = training.cross_entropy_with_z_loss(logits, targets, weights, z_loss=1e-2)
+  lse = jax.scipy.special.logsumexp(logits, axis=-1)
+  np.testing.assert_allclose(z_total, 1e-2 * jnp.sum(lse ** 2 * weights), rtol=1e-6)
+  np.testing.assert_allclose(total, plain + z_total, rtol=1e-6)
+  shifted, _ = training.cross_entropy_with_z_loss(logits + 5.0, targets, weights, z_loss=1e-2)
+  assert float(shifted) > float(total)
+
+
+def test_shift_right_is_t5x_style():
+  targets = jnp.array([[5, 6, 1, 0]])
+  np.testing.assert_array_equal(training.shift_right(targets), [[0, 5, 6, 1]])
+
+
+def test_batches_are_deterministic_bucketed_and_cover_the_epoch():
+  rng = np.random.default_rng(0)
+  inputs = [np.arange(2, 2 + n, dtype=np.int32) for n in rng.integers(1, 40, size=50)]
+  targets = [np.arange(2, 2 + n, dtype=np.int32) for n in rng.integers(1, 40, size=50)]
+  a = training.Batches(inputs, targets, batch_size=8, seed=3, sort_chunk=2)
+  b = training.Batches(inputs, targets, batch_size=8, seed=3, sort_chunk=2)
+  seen = []
+  for step in range(a.batches_per_epoch):
+    batch = a.batch(step)
+    assert batch["inputs"].shape == batch["targets"].shape
+    assert batch["inputs"].shape[1] in training.DEFAULT_BUCKETS
+    seen += list(a.indices(step))
+  assert len(set(seen)) == len(seen) == a.batches_per_epoch * 8
+  # Resuming at any step (fresh object) gives the same batch; epochs differ.
+  for step in (5, 2, 9):
+    np.testing.assert_array_equal(a.batch(step)["inputs"], b.batch(step)["inputs"])
+  assert not np.array_equal(a.indices(0), a.indices(a.batches_per_epoch))
+
+
+def test_optimizer_and_schedule_errors():
+  with pytest.raises(ValueError, match="optimizer"):
+    training.make_optimizer(optimizer="sgd", schedule=lambda s: 1.0)
+  with pytest.raises(ValueError, match="schedule"):
+    training.make_schedule(schedule="linear", learning_rate=1e-3, warmup_steps=1, total_steps=2)
+  sched = training.make_schedule(schedule="rsqrt", learning_rate=1e-2, warmup_steps=100,
+                                 total_steps=1)
+  np.testing.assert_allclose(float(sched(400)), 1e-2 * 0.5, rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown task 'nope'.*specdec_ende"):
+    training.task_prefix("nope")
+
+
+def _train_script():
+  spec = importlib.util.spec_from_file_location("specdec_train_script",
+                                                os.path.join(REPO, "scripts", "train.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_missing_gin_file_is_named():
+  script = _train_script()
+  with pytest.raises(ValueError, match="configs/runs/no_such_run.gin"):
+    script.main(["--gin_file=configs/models/ende_target.gin",
+                 "--gin_file=configs/runs/no_such_run.gin", "--gin.TRAIN_STEPS=1"])
+  # The shipped gin files exist and resolve.
+  for name in ("configs/models/ende_target.gin", "configs/models/ende_draft.gin",
+               "configs/runs/train.gin", "configs/runs/distill.gin"):
+    assert os.path.isfile(script.resolve_gin_files([name], [REPO])[0])
