@@ -462,13 +462,13 @@ def detokenize(tokens: np.ndarray, *, sp=None) -> list[str]:
 
 def translate(model: T5Model, sources: Sequence[str], *, task: str = "specdec_ende",
               batch_size: int = 64, max_input_length: int = 64, max_decode_len: int = 64,
-              sp=None) -> list[str]:
+              buckets: Sequence[int] = DEFAULT_BUCKETS, sp=None) -> list[str]:
   """Greedy outputs for raw source strings (task prefix added, inputs trimmed as seqio does)."""
   from specdec.decoding import generate  # pylint: disable=g-import-not-at-top
   sp = sp or tokenizer()
   inputs = encode(sources, max_length=max_input_length, sp=sp, prefix=task_prefix(task))
   outputs = []
-  for enc, real in encoder_batches(inputs, batch_size=batch_size):
+  for enc, real in encoder_batches(inputs, batch_size=batch_size, buckets=buckets):
     result = generate(model, enc, max_decode_len=max_decode_len)
     outputs += detokenize(np.asarray(result.tokens)[:real], sp=sp)
   return outputs
@@ -476,11 +476,11 @@ def translate(model: T5Model, sources: Sequence[str], *, task: str = "specdec_en
 
 def evaluate_bleu(model: T5Model, pairs: Sequence[tuple[str, str]], *,
                   task: str = "specdec_ende", batch_size: int = 64, max_decode_len: int = 64,
-                  sp=None) -> tuple[float, list[str]]:
+                  buckets: Sequence[int] = DEFAULT_BUCKETS, sp=None) -> tuple[float, list[str]]:
   """Corpus BLEU (sacrebleu, `specdec.data.bleu`) of greedy translations of `pairs`."""
   from specdec import data  # pylint: disable=g-import-not-at-top
   predictions = translate(model, [s for s, _ in pairs], task=task, batch_size=batch_size,
-                          max_decode_len=max_decode_len, sp=sp)
+                          max_decode_len=max_decode_len, buckets=buckets, sp=sp)
   return data.bleu([t for _, t in pairs], predictions)["bleu"], predictions
 
 
