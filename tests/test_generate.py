@@ -1,0 +1,248 @@
+"""`generate` and the sampling helpers: exact sampling distributions, greedy = argmax of teacher
+forcing, EOS handling, per-row independence, and bad input rejected before tracing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import specdec
+from conftest import TINY
+from specdec import decoding
+from specdec.sampling import Sampling, logits_to_probs
+
+# --- exact sampling distributions ----------------------------------------------------------
+
+_NUM_SAMPLES = 20000
+_PROMPT = np.array([[7, 3, 19, 4, 25, 0]], np.int32)
+# A chi-squared p-value is uniform on [0, 1] when the sampler is exact, so with a *random* seed
+# the test would fail wrongly with probability 1e-4 per case; with the fixed seed below it is
+# deterministic. A real error (a temperature applied twice, a mis-normalised or off-by-one
+# top-p/top-k, rows sharing keys) moves the distribution by far more than the ~1% that 20000
+# samples resolve, which drives p to ~0 (see test_chi_squared_has_power).
+_P_THRESHOLD = 1e-4
+
+
+def _reference_probs(logits, *, temperature, top_k=0, top_p=1.0):
+  """Temperature, top-k, top-p in float64 numpy, independently of specdec.sampling."""
+  logits = np.asarray(logits, np.float64) / temperature
+  if top_k:
+    kth = np.sort(logits)[-top_k]
+    logits = np.where(logits >= kth, logits, -np.inf)
+  probs = np.exp(logits - logits.max())
+  probs /= probs.sum()
+  if top_p < 1.0:
+    order = np.argsort(-probs)
+    mass_before = np.cumsum(probs[order]) - probs[order]
+    # The boundary must be clear of float32 rounding for the comparison to be meaningful.
+    assert np.min(np.abs(mass_before - top_p)) > 1e-4
+    keep = np.zeros_like(probs, bool)
+    keep[order[mass_before < top_p]] = True
+    probs = np.where(keep, probs, 0.0)
+    probs /= probs.sum()
+  return probs
+
+
+def _first_token_probs(model):
+  logits = model.logits(_PROMPT, np.zeros((1, 1), np.int32))
+  return np.asarray(logits[0, 0])
+
+
+def _sample_first_tokens(model, seed, **sampling):
+  prompts = np.repeat(_PROMPT, _NUM_SAMPLES, axis=0)
+  result = specdec.generate(model, prompts, max_decode_len=1, rng=jax.random.PRNGKey(seed),
+                            eos_id=None, **sampling)
+  tokens = np.asarray(result.tokens)
+  assert tokens.shape == (_NUM_SAMPLES, 1) and tokens.dtype == np.int32
+  return tokens[:, 0]
+
+
+def _chi_squared_p(tokens, probs):
+  """p-value of the counts of `tokens` against `probs` (bins with expected count < 5 pooled)."""
+  counts = np.bincount(tokens, minlength=len(probs)).astype(np.float64)
+  expected = probs * len(tokens)
+  big = expected >= 5
+  observed = list(counts[big])
+  wanted = list(expected[big])
+  if expected[~big].sum() > 0:
+    observed.append(counts[~big].sum())
+    wanted.append(expected[~big].sum())
+  wanted = np.array(wanted) * (len(tokens) / np.sum(wanted))  # Exact totals for scipy.
+  return stats.chisquare(observed, wanted).pvalue
+
+
+_CASES = {
+    "T=1": dict(temperature=1.0),
+    "T=0.7": dict(temperature=0.7),
+    "top_k=5": dict(temperature=1.0, top_k=5),
+    "top_p=0.8": dict(temperature=1.0, top_p=0.8),
+    "T=1.5,top_k=12,top_p=0.9": dict(temperature=1.5, top_k=12, top_p=0.9),
+}
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+def test_first_token_distribution_is_exact(tiny_target, case):
+  sampling = _CASES[case]
+  logits = _first_token_probs(tiny_target)
+  expected = _reference_probs(logits, **sampling)
+  # specdec's logits_to_probs agrees with the independent reference...
+  np.testing.assert_allclose(logits_to_probs(jnp.asarray(logits), **sampling), expected,
+                             atol=1e-6)
+  support = expected > 0
+  if "top_k" in sampling or "top_p" in sampling:
+    assert 1 < support.sum() < TINY.vocab_size  # The truncation actually removes tokens.
+  # ...and generate samples from it.
+  tokens = _sample_first_tokens(tiny_target, seed=1234, **sampling)
+  assert support[tokens].all(), "sampled a token outside the top-k / top-p set"
+  p = _chi_squared_p(tokens, expected)
+  assert p > _P_THRESHOLD, f"{case}: chi-squared p-value {p:.3g}"
+
+
+def test_chi_squared_has_power(tiny_target):
+  """The samples of T=0.7 (same compiled function and seed as above) are rejected against the
+  T=1 and the T=0.6 distributions: the test detects errors of that size."""
+  logits = _first_token_probs(tiny_target)
+  tokens = _sample_first_tokens(tiny_target, seed=1234, temperature=0.7)
+  assert _chi_squared_p(tokens, _reference_probs(logits, temperature=1.0)) < 1e-10
+  assert _chi_squared_p(tokens, _reference_probs(logits, temperature=0.6)) < _P_THRESHOLD
+
+
+def test_sampling_probs_uses_logits_to_probs():
+  logits = jnp.asarray(np.random.RandomState(0).randn(3, 10), jnp.float32)
+  got = Sampling(temperature=0.5, top_k=4, top_p=0.7).probs(logits)
+  np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-6)
+  for row in range(3):
+    np.testing.assert_allclose(
+        got[row], _reference_probs(logits[row], temperature=0.5, top_k=4, top_p=0.7), atol=1e-6)
+  with pytest.raises(ValueError, match="temperature"):
+    logits_to_probs(logits, temperature=0.0)
+
+
+# --- greedy, EOS, independence ----------------------------------------------------------------
+
+_PROMPTS = np.array([
+    [5, 9, 3, 12, 7, 30, 4, 8],
+    [11, 2, 0, 0, 0, 0, 0, 0],
+    [6, 6, 6, 25, 17, 0, 0, 0],
+    [31, 14, 22, 19, 2, 8, 13, 0],
+], np.int32)
+
+
+def test_greedy_is_argmax_of_teacher_forcing(tiny_target):
+  length = 10
+  tokens = np.asarray(specdec.generate(tiny_target, _PROMPTS, max_decode_len=length,
+                                       eos_id=None).tokens)
+  assert tokens.shape == (len(_PROMPTS), length) and tokens.dtype == np.int32
+  decoder_inputs = np.concatenate([np.zeros((len(_PROMPTS), 1), np.int32), tokens[:, :-1]], 1)
+  logits = np.asarray(tiny_target.logits(_PROMPTS, decoder_inputs))
+  np.testing.assert_array_equal(tokens, logits.argmax(-1))
+  # Greedy ignores rng: a key gives the same tokens.
+  again = specdec.generate(tiny_target, _PROMPTS, max_decode_len=length, eos_id=None, rng=5)
+  np.testing.assert_array_equal(again.tokens, tokens)
+
+
+_BATCH = 64
+_SAMPLED_LEN = 12
+
+
+def _sampled_prompts():
+  prompts = np.random.RandomState(3).randint(2, TINY.vocab_size, size=(_BATCH, 8))
+  prompts[::3, 5:] = 0  # Some padded rows.
+  return prompts.astype(np.int32)
+
+
+def _sample(model, prompts, *, eos_id):
+  return np.asarray(specdec.generate(model, prompts, max_decode_len=_SAMPLED_LEN,
+                                     temperature=2.0, rng=jax.random.PRNGKey(7),
+                                     eos_id=eos_id).tokens)
+
+
+def test_outputs_are_zero_after_eos(tiny_target):
+  prompts = _sampled_prompts()
+  free = _sample(tiny_target, prompts, eos_id=None)
+  ended = _sample(tiny_target, prompts, eos_id=1)
+  eos_rows = [b for b in range(_BATCH) if (free[b, :-1] == 1).any()]
+  assert len(eos_rows) >= 5  # Enough rows end early for the test to mean something.
+  for b in range(_BATCH):
+    hits = np.flatnonzero(free[b] == 1)
+    if len(hits) == 0:
+      np.testing.assert_array_equal(ended[b], free[b])
+    else:  # Identical up to and including the first EOS, then zeros.
+      first = hits[0]
+      np.testing.assert_array_equal(ended[b, :first + 1], free[b, :first + 1])
+      np.testing.assert_array_equal(ended[b, first + 1:], 0)
+
+
+def test_rows_are_independent(tiny_target):
+  prompts = _sampled_prompts()
+  base = _sample(tiny_target, prompts, eos_id=None)
+  changed_prompts = prompts.copy()
+  changed_prompts[5] = [9, 9, 8, 8, 7, 7, 6, 6]
+  changed = _sample(tiny_target, changed_prompts, eos_id=None)
+  others = np.arange(_BATCH) != 5
+  np.testing.assert_array_equal(changed[others], base[others])
+  assert (changed[5] != base[5]).any()  # The changed row did see its new prompt.
+  # Identical prompts in different rows are different samples (each row has its own key).
+  same = _sample(tiny_target, np.repeat(prompts[:1], _BATCH, axis=0), eos_id=None)
+  assert len({tuple(row) for row in same}) > _BATCH // 2
+
+
+# --- bad input: a clear error before anything is traced -------------------------------------------
+
+
+@pytest.fixture
+def no_tracing(monkeypatch):
+  """Fails the test if generate gets as far as its jitted function."""
+  def traced(*args, **kwargs):
+    raise AssertionError("generate reached tracing with bad input")
+  monkeypatch.setattr(decoding, "_generate", traced)
+
+
+_GOOD = np.array([[4, 5, 6]], np.int32)
+
+
+@pytest.mark.parametrize("tokens, error", [
+    (np.array([4, 5, 6], np.int32), ValueError),           # rank 1
+    (np.array([[[4, 5, 6]]], np.int32), ValueError),       # rank 3
+    (np.array([[4.0, 5.0, 6.0]], np.float32), TypeError),  # float dtype
+    (np.array([[4, -1, 6]], np.int32), ValueError),        # id < 0
+    (np.array([[4, TINY.vocab_size, 6]], np.int32), ValueError),  # id >= vocab_size
+    (np.zeros((1, 0), np.int32), ValueError),              # empty
+], ids=["rank1", "rank3", "float", "negative", "too_large", "empty"])
+def test_bad_tokens(tiny_target, no_tracing, tokens, error):
+  with pytest.raises(error, match="encoder_input_tokens"):
+    specdec.generate(tiny_target, tokens, max_decode_len=4)
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(max_decode_len=0), ValueError, "max_decode_len"),
+    (dict(max_decode_len=-3), ValueError, "max_decode_len"),
+    (dict(max_decode_len=2.5), TypeError, "max_decode_len"),
+    (dict(max_decode_len=4, temperature=-0.1), ValueError, "temperature"),
+    (dict(max_decode_len=4, temperature=float("nan")), ValueError, "temperature"),
+    (dict(max_decode_len=4, temperature=1.0, rng=0, top_k=-1), ValueError, "top_k"),
+    (dict(max_decode_len=4, temperature=1.0, rng=0, top_k=2.0), TypeError, "top_k"),
+    (dict(max_decode_len=4, temperature=1.0, rng=0, top_p=0.0), ValueError, "top_p"),
+    (dict(max_decode_len=4, temperature=1.0, rng=0, top_p=1.5), ValueError, "top_p"),
+    (dict(max_decode_len=4, temperature=1.0, rng=0, top_p=-0.2), ValueError, "top_p"),
+    (dict(max_decode_len=4, temperature=1.0), ValueError, "rng"),
+    (dict(max_decode_len=4, temperature=1.0, rng="seed"), TypeError, "rng"),
+    (dict(max_decode_len=4, eos_id=TINY.vocab_size), ValueError, "eos_id"),
+    (dict(max_decode_len=4, eos_id=-1), ValueError, "eos_id"),
+], ids=lambda x: str(x) if not isinstance(x, dict) else ",".join(f"{k}={v}" for k, v in x.items()))
+def test_bad_arguments(tiny_target, no_tracing, kwargs, error, name):
+  with pytest.raises(error, match=name):
+    specdec.generate(tiny_target, _GOOD, **kwargs)
+
+
+def test_bad_model(no_tracing):
+  with pytest.raises(TypeError, match="model"):
+    specdec.generate(object(), _GOOD, max_decode_len=4)
+
+
+def test_good_arguments_reach_tracing(tiny_target, no_tracing):
+  """The no_tracing guard is live: valid arguments get past validation into the jitted call."""
+  with pytest.raises(AssertionError, match="reached tracing"):
+    specdec.generate(tiny_target, _GOOD, max_decode_len=4, temperature=1.0, top_k=3,
+                     top_p=0.5, rng=0)
