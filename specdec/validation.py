@@ -25,7 +25,9 @@ def check_tokens(name: str, tokens: Any, *, vocab_size: int) -> jax.Array:
     raise ValueError(f"{name} must have rank 2 [batch, length], got shape {tuple(tokens.shape)}")
   if tokens.shape[0] == 0 or tokens.shape[1] == 0:
     raise ValueError(f"{name} must not be empty, got shape {tuple(tokens.shape)}")
-  if not isinstance(tokens, jax.core.Tracer):
+  # A multi-host global array cannot be read here (other processes hold rows of it); each
+  # process checks its own rows before building it (`partitioning.shard_batch`).
+  if not isinstance(tokens, jax.core.Tracer) and getattr(tokens, "is_fully_addressable", True):
     values = np.asarray(tokens)
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= vocab_size:
