@@ -510,5 +510,14 @@ def model_from_state(config: T5Config, state: TrainState) -> T5Model:
 __all__ = [
     "Batches", "Checkpoints", "TrainState", "Trainer", "acceptance_rate", "cross_entropy_with_z_loss",
     "encode", "encoder_batches", "evaluate_bleu", "forward_kl", "kl_on_batch", "make_optimizer",
-    "make_schedule", "shift_right", "tokenize_pairs", "translate",
+    "make_schedule", "save_for_inference", "shift_right", "tokenize_pairs", "translate",
 ]
+
+
+def save_for_inference(model: T5Model, path: str, *, dtype: str = "bfloat16") -> None:
+  """`T5Model.save` with the parameters rounded to `dtype` (half the bytes for bfloat16);
+  `T5Model.load` restores them as float32 (the bfloat16 values exactly)."""
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+  params = jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(dtype), model.params)
+  T5Model(config=model.config, params=params).save(path)

@@ -187,3 +187,16 @@ def test_missing_gin_file_is_named():
   for name in ("configs/models/ende_target.gin", "configs/models/ende_draft.gin",
                "configs/runs/train.gin", "configs/runs/distill.gin"):
     assert os.path.isfile(script.resolve_gin_files([name], [REPO])[0])
+
+
+def test_save_for_inference_rounds_to_bfloat16(tiny_target, tmp_path):
+  path = str(tmp_path / "shipped")
+  training.save_for_inference(tiny_target, path)
+  loaded = T5Model.load(path)
+  assert loaded.config == tiny_target.config
+  for a, b in zip(jax.tree_util.tree_leaves(loaded.params),
+                  jax.tree_util.tree_leaves(tiny_target.params)):
+    assert a.dtype == jnp.float32
+    np.testing.assert_array_equal(a, b.astype(jnp.bfloat16).astype(jnp.float32))
+  with pytest.raises(ValueError, match="dtype"):
+    training.save_for_inference(tiny_target, path, dtype="int8")
