@@ -1,0 +1,151 @@
+"""Wall-clock measurements for the cost model: v(γ), c, and ms/token of whole decodes.
+
+The paper's Theorem 3.8 takes a target pass over γ + 1 tokens to cost as much as one token
+(v = 1). On a CPU it does not, so `scripts/verify_cost.py` measures
+
+  v(γ) = time of one (γ+1)-token target pass / time of one 1-token pass,
+
+both through the same cached `extend` the decoders use, on a cache filled to a realistic
+position; and the cost coefficient
+
+  c = time of one draft step / time of one target step (both single-token passes).
+
+Timings are medians over many runs after a warm-up (compile) run; every function blocks on its
+results. Nothing here is used by the tests (no timed tests).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def median_seconds(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> float:
+  """Median wall time in seconds of `fn()` (blocking on its outputs) over `repeats` runs."""
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def random_prompts(batch: int, length: int, vocab_size: int, *, seed: int = 0) -> Array:
+  """int32 `[batch, length]` random token ids in [2, vocab_size) (no padding, no EOS)."""
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.integers(2, vocab_size, (batch, length)), jnp.int32)
+
+
+@jax.jit
+def _rewind_and_extend(model, cache, position, tokens):
+  """One pass of `tokens` `[B, k]` at `position` `[B]`: what the speculative loop does."""
+  logits, cache = model.extend(model.rewind(cache, position), tokens)
+  return logits, cache
+
+
+def _filled_cache(model, *, batch: int, position: int, room: int, encoder_length: int,
+                  seed: int):
+  """A cache with `position` real entries per row (one teacher-forced pass) and `room` more."""
+  prompts = random_prompts(batch, encoder_length, model.vocab_size, seed=seed)
+  cache = model.start(prompts, cache_length=position + room)
+  if position:
+    prefix = random_prompts(batch, position, model.vocab_size, seed=seed + 1)
+    _, cache = model.extend(cache, prefix)
+  return cache
+
+
+def interleaved_medians(fns: dict[Any, Callable[[], Any]], *, repeats: int,
+                        warmup: int = 1) -> dict[Any, float]:
+  """Median seconds of each `fn()` over `repeats` rounds; each round runs every fn once, so
+  slow drifts in machine load affect all of them alike (ratios stay meaningful)."""
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  times = {key: [] for key in fns}
+  for _ in range(repeats):
+    for key, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[key].append(time.perf_counter() - start)
+  return {key: statistics.median(t) for key, t in times.items()}
+
+
+def _block_fns(model, *, batch: int, sizes: list[int], position: int, encoder_length: int,
+               seed: int) -> dict[int, Callable[[], Any]]:
+  cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
+                        encoder_length=encoder_length, seed=seed)
+  where = jnp.full((batch,), position, jnp.int32)
+  fns = {}
+  for k in sizes:
+    tokens = random_prompts(batch, k, model.vocab_size, seed=seed + 2 + k)
+    fns[k] = (lambda t: lambda: _rewind_and_extend(model, cache, where, t)[0])(tokens)
+  return fns
+
+
+def measure_block_times(model, *, batch: int, sizes: Iterable[int], position: int = 64,
+                        repeats: int = 50, encoder_length: int = 32,
+                        seed: int = 0) -> dict[int, float]:
+  """Median seconds of one cached pass over k tokens at `position`, for each k in `sizes`.
+
+  Each timed call rewinds the cache to `position` and feeds k tokens through one jitted
+  function (compiled once per k before timing); the sizes are timed in interleaved rounds.
+  """
+  sizes = sorted(set(int(k) for k in sizes))
+  if not sizes or sizes[0] < 1:
+    raise ValueError(f"sizes must be positive block lengths, got {sizes}")
+  fns = _block_fns(model, batch=batch, sizes=sizes, position=position,
+                   encoder_length=encoder_length, seed=seed)
+  return interleaved_medians(fns, repeats=repeats)
+
+
+def measure_verify_cost(model, *, batch: int, gammas: Iterable[int], position: int = 64,
+                        repeats: int = 50, encoder_length: int = 32,
+                        seed: int = 0) -> dict[int, float]:
+  """v(γ) = time of one (γ+1)-token pass / time of one 1-token pass, for each γ in `gammas`.
+
+  Args:
+    model: A `T5Model` (or any `Draft`-protocol model).
+    batch: Rows per pass.
+    gammas: Draft lengths γ ≥ 1.
+    position: Decoder tokens already in the cache (a realistic mid-decode position).
+    repeats: Timed runs per block length (the median is used).
+
+  Returns:
+    {γ: v(γ)} as floats.
+  """
+  gammas = [int(g) for g in gammas]
+  if not gammas or min(gammas) < 1:
+    raise ValueError(f"gammas must be >= 1, got {gammas}")
+  times = measure_block_times(model, batch=batch, sizes=[1] + [g + 1 for g in gammas],
+                              position=position, repeats=repeats,
+                              encoder_length=encoder_length, seed=seed)
+  return {g: times[g + 1] / times[1] for g in gammas}
+
+
+def measure_cost_ratio(target, draft, *, batch: int = 1, position: int = 64, repeats: int = 50,
+                       encoder_length: int = 32, seed: int = 0) -> float:
+  """c = time of one single-token draft step / time of one single-token target step
+  (interleaved rounds, medians)."""
+  kwargs = dict(batch=batch, sizes=[1], position=position, encoder_length=encoder_length,
+                seed=seed)
+  fns = {"target": _block_fns(target, **kwargs)[1], "draft": _block_fns(draft, **kwargs)[1]}
+  times = interleaved_medians(fns, repeats=repeats)
+  return times["draft"] / times["target"]
+
+
+def time_decode(fn: Callable[[], Any], *, repeats: int = 5) -> float:
+  """Median seconds of a whole decode `fn()` (compiled by a warm-up run first)."""
+  return median_seconds(fn, repeats=repeats, warmup=1)
