@@ -109,3 +109,38 @@ def test_bad_arguments():
   model = T5Model(config=_VARIANTS["relu_untied"], params={})
   with pytest.raises(TypeError, match="path"):
     hf_export.save_hf(model, None)
+
+
+def test_compare_hf_script_runs_on_a_stand_in_pair(tmp_path):
+  """scripts/compare_hf.py end to end on tiny random models over the shipped 4k vocabulary, with
+  the shipped pair's layout (untied gated-GELU target, tied gated-GELU draft). Checks plumbing
+  and the equality check, not timings."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  target = T5Config(vocab_size=4096, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
+                    num_encoder_layers=1, num_decoder_layers=1)
+  draft = target.replace(emb_dim=8, logits_via_embedding=True)
+  _random_model(target, 0).save(str(tmp_path / "ckpt" / "ende" / "target"))
+  _random_model(draft, 1).save(str(tmp_path / "ckpt" / "ende" / "draft"))
+  output = tmp_path / "compare.json"
+  env = dict(os.environ, SPECDEC_CHECKPOINT_DIR=str(tmp_path / "ckpt"), JAX_PLATFORMS="cpu",
+             TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo, "scripts", "compare_hf.py"), "--num_sentences=2",
+       "--max_decode_len=6", "--input_len=32", "--repeats=1", "--gamma=2", "--cpus=1",
+       f"--output={output}"],
+      capture_output=True, text=True, env=env, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert "greedy outputs identical across all four methods: True" in proc.stdout
+  assert "| transformers assisted (K=2) |" in proc.stdout
+  with open(output) as f:
+    report = json.load(f)
+  assert report["identical_outputs"] and report["num_sentences"] == 2
+  assert set(report["summary"]) == {"hf_greedy", "hf_assisted", "specdec_greedy", "specdec_spec"}
+  for row in report["per_prompt"]:
+    assert len(set(row["tokens"].values())) == 1 and 1 <= row["tokens"]["hf_greedy"] <= 6
+    assert row["calls"]["hf_greedy"]["target_calls"] == row["tokens"]["hf_greedy"]
+    assert row["calls"]["hf_assisted"]["draft_calls"] > 0
