@@ -433,7 +433,8 @@ def memory_per_device(config: T5Config, mesh_shape: tuple[int, int], batch: int,
   is) and stored in `dtype`. The cache is a `DecoderCache`: self-attention keys and values
   `[N, B, L, H, D]`, cross-attention keys and values `[N, B, S, H, D]` (in `cache_dtype`, default
   the config's activation dtype), the encoder mask `[B, S]` and positions `[B]`; batch over
-  'data', heads over 'model' (what XLA's propagation picks from the `joined_kv` kernels).
+  'data', heads over 'model' (what XLA's propagation picks from the `joined_kv` kernels; not
+  with `replicate_params`).
   Activations and XLA scratch are not counted.
 
   Returns:
@@ -462,7 +463,9 @@ def memory_per_device(config: T5Config, mesh_shape: tuple[int, int], batch: int,
         spec, rules=rules, shape=s.shape, mesh=mesh)
     params += _per_device(s.shape, mesh_spec, sizes)
   c = config
-  heads_axis = "model" if c.num_heads % sizes["model"] == 0 else None
+  # A replicated model's kernels are whole on every device, so its cache is split by batch only.
+  heads_axis = ("model" if c.num_heads % sizes["model"] == 0 and not replicate_params
+                else None)
   kv_spec = P(None, "data" if batch % sizes["data"] == 0 else None, None, heads_axis, None)
   self_cache = 2 * _per_device((c.num_decoder_layers, batch, cache_length, c.num_heads,
                                 c.head_dim), kv_spec, sizes)
