@@ -41,7 +41,8 @@ How transformers 4.57 is set up for a fair, fixed-K comparison (its defaults are
 
 Threads: OMP_WAIT_POLICY defaults to PASSIVE (see --omp_wait_policy: with libgomp's default
 spin-waiting, torch on 2 threads ran ~40x slower on this shared 2-core machine while other jobs
-were running, which would make the comparison meaningless). The process is pinned to `--cpus` cores (`os.sched_setaffinity`, before JAX or torch is
+were running, which would make the comparison meaningless). The process is pinned to `--cpus`
+cores (`os.sched_setaffinity`, before JAX or torch is
 imported, so XLA's thread pool is sized to them too) and `torch.set_num_threads(--cpus)`. JAX
 runs on the CPU. Target and draft passes are counted with forward pre-hooks on the transformers
 models (a Python counter increment per pass, negligible next to a T5 forward).
@@ -135,10 +136,12 @@ def main(argv):
   gamma, max_len = _GAMMA.value, _MAX_LEN.value
   eos_id = None if _FIXED.value else 1
   pair = pretrained.load(_PAIR.value)
-  print(f"pair {pair.name!r}: target {pair.target.num_params / 1e6:.2f}M params "
-        f"({tuple(pair.target.config.mlp_activations)}, tied={pair.target.config.logits_via_embedding}), "
-        f"draft {pair.draft.num_params / 1e6:.2f}M params "
-        f"({tuple(pair.draft.config.mlp_activations)}, tied={pair.draft.config.logits_via_embedding})")
+  def describe(model):
+    c = model.config
+    return (f"{model.num_params / 1e6:.2f}M params ({'/'.join(c.mlp_activations)}, "
+            f"tied={c.logits_via_embedding})")
+
+  print(f"pair {pair.name!r}: target {describe(pair.target)}, draft {describe(pair.draft)}")
   hf_target = hf_export.to_hf(pair.target)
   hf_draft = hf_export.to_hf(pair.draft)
   # Fixed K = gamma: these are read from the assistant's generation_config (see the docstring).
@@ -265,7 +268,8 @@ def main(argv):
       num_sentences=len(sources), repeats=_REPEATS.value, fixed_length=_FIXED.value,
       batch_size=1, identical_outputs=identical,
       machine=dict(platform=platform.platform(), processor=platform.processor(),
-                   cpus_pinned=cpus, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                   cpus_pinned=cpus, cpu_count=os.cpu_count(),
+                   torch_threads=torch.get_num_threads(),
                    omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
                    load_average_at_start=load_at_start, load_average_at_end=os.getloadavg(),
                    jax_devices=[str(d) for d in jax.devices()]),
@@ -290,8 +294,11 @@ def main(argv):
 
 
 def markdown_table(report) -> str:
-  names = {"hf_greedy": "transformers greedy", "hf_assisted": f"transformers assisted (K={report['gamma']})",
-           "specdec_greedy": "specdec generate", "specdec_spec": f"specdec speculative (γ={report['gamma']})"}
+  gamma = report["gamma"]
+  names = {"hf_greedy": "transformers greedy",
+           "hf_assisted": f"transformers assisted (K={gamma})",
+           "specdec_greedy": "specdec generate",
+           "specdec_spec": f"specdec speculative (γ={gamma})"}
   lines = [
       f"{report['pair']}: {report['num_sentences']} test sentences, batch 1, max_decode_len "
       f"{report['max_decode_len']}{' (fixed length)' if report['fixed_length'] else ''}, "

@@ -142,8 +142,8 @@ def to_hf(model: T5Model) -> Any:
   ours = state_dict(model)
   if set(ours) != set(expected):  # A transformers version with other names: say which.
     raise ValueError(
-        f"HF T5 parameter names differ from the export's: missing {sorted(set(expected) - set(ours))}, "
-        f"unexpected {sorted(set(ours) - set(expected))}")
+        "HF T5 parameter names differ from the export's: missing "
+        f"{sorted(set(expected) - set(ours))}, unexpected {sorted(set(ours) - set(expected))}")
   for name, value in ours.items():
     if tuple(expected[name].shape) != value.shape:
       raise ValueError(f"{name}: HF expects shape {tuple(expected[name].shape)}, export has "
