@@ -1,0 +1,181 @@
+r"""The paper's Tables 2–3 on the shipped pairs: α, c, v(γ), predicted and MEASURED speedups.
+
+    python scripts/benchmark.py --quick          # configs/benchmarks/quick.gin, a few minutes
+    python scripts/benchmark.py                  # configs/benchmarks/full.gin (γ 1..8, batch 1, 8)
+    python scripts/benchmark.py --gin_file=configs/benchmarks/full.gin \
+        --gin.benchmark.gammas="[2, 4]" --gin.benchmark.batch_sizes="[1]" --output_dir=/tmp/b
+    python scripts/benchmark.py --quick --profile   # + a jax profiler trace of one setting
+
+For every shipped pair's task × temperature × draft × γ × batch: α, tokens per target call, the
+measured c and v(γ) (`specdec.timing`), the cost model's predicted speedup (paper form, v = 1;
+and v-aware) and the speedup measured over `specdec.generate` on the same prompts in this
+process (see `specdec.benchmarking`). Writes to --output_dir: benchmark.json (every row and the
+machine), benchmark.md (tables shaped like the paper's, best γ per setting, where the time goes)
+and speedup_<task>_b<batch>.png. Compile time is excluded from every timing; JAX's persistent
+compilation cache (--compilation_cache_dir) makes reruns cheap.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import flags  # noqa: E402
+import gin  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from specdec import benchmarking, data, gin_utils, pretrained  # noqa: E402
+
+_QUICK = flags.DEFINE_bool("quick", False, "Use configs/benchmarks/quick.gin when no --gin_file "
+                           "is given (default: full.gin).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write results (default "
+                                  "results/benchmark, or results/benchmark_quick with --quick).")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", os.path.expanduser("~/.cache/specdec/jax_compilation_cache"),
+    "JAX persistent compilation cache ('' disables it).")
+_PROFILE = flags.DEFINE_bool("profile", False, "Also capture a jax profiler trace of one "
+                             "setting (--profile_draft, --profile_gamma, batch 1, T=0).")
+_PROFILE_DRAFT = flags.DEFINE_string("profile_draft", "t5_distilled", "Draft to profile.")
+_PROFILE_GAMMA = flags.DEFINE_integer("profile_gamma", 4, "γ to profile.")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_task(pair_name: str, *, drafts, num_sentences: int, split: str, input_length: int,
+              train_sentences: int) -> benchmarking.TaskSetup:
+  """The shipped pair's target and drafts, and `num_sentences` prompts of its `split`."""
+  pair = pretrained.load(pair_name)
+  sources = [src for src, _ in data.read_pairs(pair.task, split)][:num_sentences]
+  if len(sources) < num_sentences:
+    raise ValueError(f"num_sentences: {pair.task}/{split} has only {len(sources)} examples")
+  prompts = benchmarking.pad_prompts(pair.encode(sources, max_length=input_length),
+                                     input_length)
+  train = None
+  if any(k in ("bigram", "unigram") for k in drafts):
+    targets = [tgt for _, tgt in data.read_pairs(pair.task, "train")[:train_sentences]]
+    train = [list(pair.vocabulary.encode(t)) + [data.EOS_ID] for t in targets]
+  built, notes = benchmarking.build_drafts(drafts, vocab_size=pair.target.vocab_size,
+                                           t5_plain=pair.draft_plain, t5_distilled=pair.draft,
+                                           train_targets=train)
+  if train is not None:
+    notes.append(f"{pair.task}: bigram/unigram drafts fitted on the first {len(train)} "
+                 "training targets")
+  notes.append(f"{pair.task}: target {pair.target.num_params / 1e6:.2f}M params, distilled "
+               f"draft {pair.draft.num_params / 1e6:.2f}M"
+               + (f", plain draft {pair.draft_plain.num_params / 1e6:.2f}M"
+                  if pair.draft_plain is not None else ""))
+  return benchmarking.TaskSetup(name=pair.task, target=pair.target, drafts=built,
+                                prompts=prompts, notes=notes)
+
+
+def _git_commit() -> str | None:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+@gin.configurable
+def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
+              temperatures=(0.0, 1.0), gammas=tuple(range(1, 9)), batch_sizes=(1, 8),
+              num_sentences: int = 32, split: str = "test", input_length: int = 64,
+              max_decode_len: int = 64, repeats: int = 3, timing_repeats: int = 30,
+              train_sentences: int = 20000, seed: int = 0, profile: bool = False,
+              profile_draft: str = "t5_distilled", profile_gamma: int = 4) -> dict:
+  """Runs the benchmark for every pair in `pairs` (None: all shipped) and writes the results."""
+  started = time.perf_counter()
+  pairs = list(pairs) if pairs is not None else pretrained.names()
+  if not pairs:
+    raise ValueError("pairs: no shipped pair found (specdec/assets/checkpoints, or "
+                     "SPECDEC_CHECKPOINT_DIR)")
+  config = dict(pairs=pairs, drafts=list(drafts), temperatures=list(temperatures),
+                gammas=list(gammas), batch_sizes=list(batch_sizes), num_sentences=num_sentences,
+                split=split, input_length=input_length, max_decode_len=max_decode_len,
+                repeats=repeats, timing_repeats=timing_repeats,
+                train_sentences=train_sentences, seed=seed)
+  load_before = os.getloadavg()
+  rows, costs, notes, compiles, compile_s, profile_dir = [], {}, [], 0, 0.0, None
+  for name in pairs:
+    setup = load_task(name, drafts=drafts, num_sentences=num_sentences, split=split,
+                      input_length=input_length, train_sentences=train_sentences)
+    notes += setup.notes
+    for n in setup.notes:
+      print("note:", n)
+    out = benchmarking.run_task(setup, temperatures=temperatures, gammas=gammas,
+                                batch_sizes=batch_sizes, max_decode_len=max_decode_len,
+                                repeats=repeats, timing_repeats=timing_repeats, seed=seed)
+    rows += out["rows"]
+    costs[setup.name] = out["costs"]
+    compiles += out["compiles"]
+    compile_s += out["compile_s"]
+    if profile and profile_dir is None:
+      if profile_draft not in setup.drafts:
+        raise ValueError(f"profile_draft {profile_draft!r} not among {list(setup.drafts)}")
+      profile_dir = benchmarking.profile_setting(
+          setup.target, setup.drafts[profile_draft], setup.prompts[:1], gamma=profile_gamma,
+          temperature=0.0, max_decode_len=max_decode_len,
+          out_dir=os.path.join(output_dir, "profile"), seed=seed)
+      print(f"profile of {profile_draft} γ={profile_gamma} batch 1 T=0: {profile_dir}")
+  device = jax.devices()[0]
+  result = {
+      "metadata": {
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+          "platform": platform.platform(), "processor": platform.processor(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "device": f"{device.platform} ({device.device_kind})",
+          "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+          "git_commit": _git_commit(), "gin_config": gin.config_str(),
+          "compiles": compiles, "compile_s": compile_s,
+          "runtime_s": time.perf_counter() - started},
+      "config": config, "notes": notes, "costs": costs, "rows": rows,
+      "best": benchmarking.best_gamma_rows(rows), "profile": profile_dir}
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, "benchmark.json"), "w") as f:
+    json.dump(benchmarking.jsonable(result), f, indent=1, allow_nan=False)
+  with open(os.path.join(output_dir, "benchmark.md"), "w") as f:
+    f.write(benchmarking.markdown(result))
+  plots = benchmarking.plot(rows, os.path.join(output_dir, "speedup"))
+  print(f"\n{len(rows)} rows, {compiles} compiles ({compile_s:.0f} s), "
+        f"{time.perf_counter() - started:.0f} s in all; wrote {output_dir}/benchmark.json, "
+        f"benchmark.md, {', '.join(os.path.basename(p) for p in plots)}")
+  return result
+
+
+def _enable_compilation_cache(path: str) -> None:
+  if path:
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def main(argv):
+  del argv
+  if not gin_utils.GIN_FILES.value:  # No --gin_file: the full or quick configuration.
+    default = os.path.join("configs", "benchmarks", "quick.gin" if _QUICK.value else "full.gin")
+    gin.clear_config()
+    gin_utils.parse([default], gin_utils.GIN_BINDINGS.value)
+  _enable_compilation_cache(_CACHE_DIR.value)
+  output_dir = _OUTPUT_DIR.value or os.path.join(
+      REPO, "results", "benchmark_quick" if _QUICK.value else "benchmark")
+  kwargs = dict(output_dir=output_dir)
+  if _PROFILE.value:
+    kwargs.update(profile=True, profile_draft=_PROFILE_DRAFT.value,
+                  profile_gamma=_PROFILE_GAMMA.value)
+  benchmark(**kwargs)
+
+
+if __name__ == "__main__":
+  gin_utils.run(main)
