@@ -3,7 +3,8 @@
 Drafts: the target itself (every draft accepted at temperature 0: α = 1, the upper bound on the
 speedup, paid for with a draft as expensive as the target) and a random untrained T5 draft
 (α ≈ 0: the lower bound, one token per target pass plus γ wasted draft steps). Same prompts,
-same process; each setting is compiled by a warm-up run, then timed as the median of --runs.
+same process; each setting is compiled by a warm-up run, then timed as the median of --runs
+rounds interleaved with the baseline (speedup = baseline median / speculative median).
 Decoding is of a fixed length (eos_id None), so ms/token = wall time / --decode_len (the
 latency of one token of one row; a batch decodes its rows in parallel).
 
@@ -85,8 +86,10 @@ def main(argv=None) -> dict:
     base_s = timing.time_decode(baseline, repeats=args.runs)
     base_ms = base_s * 1e3 / args.decode_len
     want = np.asarray(baseline())
+    # Each speculative setting is timed in rounds interleaved with the baseline, and its speedup
+    # is the ratio of those two medians: robust to slow drifts of the machine's load.
     print(f"\nbatch {batch}: baseline generate {base_ms:.3f} ms/token")
-    print(f"{'draft':>7} {'gamma':>5} {'ms/token':>9} {'speedup':>8} {'alpha':>6} "
+    print(f"{'draft':>7} {'gamma':>5} {'ms/token':>9} {'base ms':>9} {'speedup':>8} {'alpha':>6} "
           f"{'tok/call':>8} {'same':>5}")
     rows.append({"batch": batch, "draft": "baseline", "gamma": 0, "ms_per_token": base_ms,
                  "speedup": 1.0})
@@ -94,15 +97,20 @@ def main(argv=None) -> dict:
       for gamma in args.gammas:
         run = lambda: specdec.speculative_generate(target, drafts[name], prompts, gamma=gamma,
                                                    **common)
-        seconds = timing.time_decode(lambda: run().tokens, repeats=args.runs)
+        times = timing.interleaved_medians({"base": baseline, "spec": lambda: run().tokens},
+                                           repeats=args.runs)
         result = run()
         summary = result.stats.summary()
         same = bool(np.array_equal(np.asarray(result.tokens), want))
-        ms = seconds * 1e3 / args.decode_len
-        print(f"{name:>7} {gamma:>5} {ms:>9.3f} {base_ms / ms:>8.2f} {summary['alpha']:>6.2f} "
-              f"{summary['tokens_per_target_call']:>8.2f} {str(same):>5}")
+        ms = times["spec"] * 1e3 / args.decode_len
+        pair_base_ms = times["base"] * 1e3 / args.decode_len
+        speedup = times["base"] / times["spec"]
+        print(f"{name:>7} {gamma:>5} {ms:>9.3f} {pair_base_ms:>9.3f} {speedup:>8.2f} "
+              f"{summary['alpha']:>6.2f} {summary['tokens_per_target_call']:>8.2f} "
+              f"{str(same):>5}")
         rows.append({"batch": batch, "draft": name, "gamma": gamma, "ms_per_token": ms,
-                     "speedup": base_ms / ms, "alpha": summary["alpha"],
+                     "baseline_ms_per_token": pair_base_ms,
+                     "speedup": speedup, "alpha": summary["alpha"],
                      "tokens_per_target_call": summary["tokens_per_target_call"],
                      "same_tokens_as_baseline": same})
   result = {
