@@ -17,10 +17,7 @@ compilation cache (--compilation_cache_dir) makes reruns cheap.
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -32,21 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # noqa: E402
 import gin  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from specdec import benchmarking, data, gin_utils, pretrained  # noqa: E402
-
-_QUICK = flags.DEFINE_bool("quick", False, "Use configs/benchmarks/quick.gin when no --gin_file "
-                           "is given (default: full.gin).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write results (default "
-                                  "results/benchmark, or results/benchmark_quick with --quick).")
-_CACHE_DIR = flags.DEFINE_string(
-    "compilation_cache_dir", os.path.expanduser("~/.cache/specdec/jax_compilation_cache"),
-    "JAX persistent compilation cache ('' disables it).")
-_PROFILE = flags.DEFINE_bool("profile", False, "Also capture a jax profiler trace of one "
-                             "setting (--profile_draft, --profile_gamma, batch 1, T=0).")
-_PROFILE_DRAFT = flags.DEFINE_string("profile_draft", "t5_distilled", "Draft to profile.")
-_PROFILE_GAMMA = flags.DEFINE_integer("profile_gamma", 4, "γ to profile.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,30 +111,34 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
           temperature=0.0, max_decode_len=max_decode_len,
           out_dir=os.path.join(output_dir, "profile"), seed=seed)
       print(f"profile of {profile_draft} γ={profile_gamma} batch 1 T=0: {profile_dir}")
-  device = jax.devices()[0]
-  result = {
-      "metadata": {
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
-          "platform": platform.platform(), "processor": platform.processor(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "device": f"{device.platform} ({device.device_kind})",
-          "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
-          "git_commit": _git_commit(), "gin_config": gin.config_str(),
-          "compiles": compiles, "compile_s": compile_s,
-          "runtime_s": time.perf_counter() - started},
-      "config": config, "notes": notes, "costs": costs, "rows": rows,
-      "best": benchmarking.best_gamma_rows(rows), "profile": profile_dir}
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "benchmark.json"), "w") as f:
-    json.dump(benchmarking.jsonable(result), f, indent=1, allow_nan=False)
-  with open(os.path.join(output_dir, "benchmark.md"), "w") as f:
-    f.write(benchmarking.markdown(result))
-  plots = benchmarking.plot(rows, os.path.join(output_dir, "speedup"))
+  metadata = benchmarking.machine_metadata()
+  metadata.update(
+      command=" ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+      loadavg_before=list(load_before), loadavg_after=metadata.pop("loadavg"),
+      git_commit=_git_commit(), gin_config=gin.config_str(), compiles=compiles,
+      compile_s=compile_s, runtime_s=time.perf_counter() - started)
+  result = benchmarking.assemble(rows=rows, costs=costs, config=config, notes=notes,
+                                 metadata=metadata, profile=profile_dir)
+  paths = benchmarking.write_outputs(result, output_dir)
   print(f"\n{len(rows)} rows, {compiles} compiles ({compile_s:.0f} s), "
-        f"{time.perf_counter() - started:.0f} s in all; wrote {output_dir}/benchmark.json, "
-        f"benchmark.md, {', '.join(os.path.basename(p) for p in plots)}")
+        f"{time.perf_counter() - started:.0f} s in all; wrote "
+        f"{', '.join(os.path.relpath(p) for p in paths)}")
   return result
+
+
+def define_flags() -> None:
+  """The script's flags (defined only when run as a script, so tests can import `benchmark`)."""
+  flags.DEFINE_bool("quick", False, "Use configs/benchmarks/quick.gin when no --gin_file is "
+                    "given (default: full.gin).")
+  flags.DEFINE_string("output_dir", None, "Where to write results (default results/benchmark, "
+                      "or results/benchmark_quick with --quick).")
+  flags.DEFINE_string("compilation_cache_dir",
+                      os.path.expanduser("~/.cache/specdec/jax_compilation_cache"),
+                      "JAX persistent compilation cache ('' disables it).")
+  flags.DEFINE_bool("profile", False, "Also capture a jax profiler trace of one setting "
+                    "(--profile_draft, --profile_gamma, batch 1, T=0) under output_dir/profile.")
+  flags.DEFINE_string("profile_draft", "t5_distilled", "Draft to profile.")
+  flags.DEFINE_integer("profile_gamma", 4, "γ to profile.")
 
 
 def _enable_compilation_cache(path: str) -> None:
@@ -163,19 +151,21 @@ def _enable_compilation_cache(path: str) -> None:
 
 def main(argv):
   del argv
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if not gin_utils.GIN_FILES.value:  # No --gin_file: the full or quick configuration.
-    default = os.path.join("configs", "benchmarks", "quick.gin" if _QUICK.value else "full.gin")
+    default = os.path.join("configs", "benchmarks", "quick.gin" if FLAGS.quick else "full.gin")
     gin.clear_config()
     gin_utils.parse([default], gin_utils.GIN_BINDINGS.value)
-  _enable_compilation_cache(_CACHE_DIR.value)
-  output_dir = _OUTPUT_DIR.value or os.path.join(
-      REPO, "results", "benchmark_quick" if _QUICK.value else "benchmark")
+  _enable_compilation_cache(FLAGS.compilation_cache_dir)
+  output_dir = FLAGS.output_dir or os.path.join(
+      REPO, "results", "benchmark_quick" if FLAGS.quick else "benchmark")
   kwargs = dict(output_dir=output_dir)
-  if _PROFILE.value:
-    kwargs.update(profile=True, profile_draft=_PROFILE_DRAFT.value,
-                  profile_gamma=_PROFILE_GAMMA.value)
+  if FLAGS.profile:
+    kwargs.update(profile=True, profile_draft=FLAGS.profile_draft,
+                  profile_gamma=FLAGS.profile_gamma)
   benchmark(**kwargs)
 
 
 if __name__ == "__main__":
+  define_flags()
   gin_utils.run(main)

@@ -340,10 +340,12 @@ def markdown(result: Mapping[str, Any]) -> str:
   """The report: metadata, the Tables 2–3-shaped table, best γ, where the time goes."""
   meta, rows = result["metadata"], result["rows"]
   lines = [f"# Speculative decoding benchmark ({meta['date']})", "",
-           f"- command: `{meta['command']}`",
+           f"- command: `{meta['command']}`"
+           + (f" (commit {meta['git_commit'][:10]})" if meta.get("git_commit") else ""),
            f"- machine: {meta['platform']}, {meta['cpu_count']} CPUs, jax {meta['jax']} on "
-           f"{meta['device']}, load average {_fmt(meta['loadavg_before'][0])} before / "
-           f"{_fmt(meta['loadavg_after'][0])} after",
+           f"{meta['device']}, load average (1 min) "
+           + (f"{_fmt(meta['loadavg_before'][0])} before / {_fmt(meta['loadavg_after'][0])} "
+              "after" if "loadavg_before" in meta else _fmt(meta["loadavg"][0])),
            f"- settings: {result['config']}", ""]
   lines += [f"- note: {n}" for n in result.get("notes", [])]
   lines += ["", "Speedup = baseline `generate` time / `speculative_generate` time on the same "
@@ -449,6 +451,41 @@ def jsonable(obj: Any) -> Any:
   if isinstance(obj, (float, np.floating)):
     return _finite(float(obj))
   return obj
+
+
+def machine_metadata() -> dict[str, Any]:
+  """Where and when: platform, CPUs, load average, jax version and device, UTC date."""
+  import datetime  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import platform  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "platform": platform.platform(), "processor": platform.processor(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "device": f"{device.platform} ({device.device_kind})",
+          "loadavg": list(os.getloadavg())}
+
+
+def assemble(*, rows: Sequence[Mapping[str, Any]], costs: Mapping[str, Any],
+             config: Mapping[str, Any], notes: Sequence[str], metadata: Mapping[str, Any],
+             profile: str | None = None) -> dict[str, Any]:
+  """The result written as JSON: metadata, config, notes, costs, rows and best γ per setting."""
+  return {"metadata": dict(metadata), "config": dict(config), "notes": list(notes),
+          "costs": dict(costs), "rows": list(rows), "best": best_gamma_rows(rows),
+          "profile": profile}
+
+
+def write_outputs(result: Mapping[str, Any], output_dir: str) -> list[str]:
+  """Writes benchmark.json, benchmark.md and speedup_<task>_b<batch>.png; returns the paths."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  os.makedirs(output_dir, exist_ok=True)
+  paths = [os.path.join(output_dir, "benchmark.json"), os.path.join(output_dir, "benchmark.md")]
+  with open(paths[0], "w") as f:
+    json.dump(jsonable(result), f, indent=1, allow_nan=False)
+  with open(paths[1], "w") as f:
+    f.write(markdown(result))
+  return paths + plot(result["rows"], os.path.join(output_dir, "speedup"))
 
 
 def profile_setting(target: Any, draft: Draft, prompts: np.ndarray, *, gamma: int,

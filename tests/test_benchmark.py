@@ -1,0 +1,167 @@
+"""scripts/benchmark.py and specdec.benchmarking: structure and self-consistency of the outputs.
+
+The core runs in-process on a tiny target whose drafts are itself (α = 1) and a bigram; the
+script's gin files are checked to bind its `benchmark`. Timings are not checked (no timed
+tests); what is checked is that every reported number is finite and consistent with the others: the predicted speedups recomputed from α, c, v with
+`specdec.analysis`, α and tokens per call from the raw counts, the measured speedup from the
+times, and the decomposition measured/predicted = token factor × cost factor.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import gin
+import numpy as np
+import pytest
+
+from specdec import BigramDraft, analysis, benchmarking
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+  """scripts/benchmark.py as a module (its absl flags are only defined when run as a script)."""
+  if "specdec_benchmark_script" not in sys.modules:
+    spec = importlib.util.spec_from_file_location(
+        "specdec_benchmark_script", os.path.join(REPO, "scripts", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["specdec_benchmark_script"] = module
+  return sys.modules["specdec_benchmark_script"]
+
+
+@pytest.fixture(scope="module")
+def micro_run(tiny_target, tmp_path_factory):
+  """The benchmark's core on a tiny target with two drafts: itself (α = 1) and a bigram."""
+  rng = np.random.default_rng(0)
+  vocab = tiny_target.vocab_size
+  bigram = BigramDraft.fit([rng.integers(2, vocab, 12) for _ in range(50)], vocab_size=vocab)
+  prompts = benchmarking.pad_prompts(rng.integers(2, vocab, (2, 5)), 6)
+  setup = benchmarking.TaskSetup(name="toy", target=tiny_target,
+                                 drafts={"t5_distilled": tiny_target, "bigram": bigram},
+                                 prompts=prompts, notes=["a note"])
+  out = benchmarking.run_task(setup, temperatures=[0.0], gammas=[1, 2], batch_sizes=[1],
+                              max_decode_len=8, repeats=1, timing_repeats=2, eos_id=None,
+                              log=lambda _: None)
+  metadata = benchmarking.machine_metadata()
+  metadata.update(command="pytest", compiles=out["compiles"])
+  result = benchmarking.assemble(rows=out["rows"], costs={"toy": out["costs"]},
+                                 config={"gammas": [1, 2]}, notes=setup.notes,
+                                 metadata=metadata)
+  directory = tmp_path_factory.mktemp("benchmark")
+  paths = benchmarking.write_outputs(result, str(directory))
+  return result, directory, paths
+
+
+def test_outputs_written_with_every_row(micro_run):
+  result, out, paths = micro_run
+  assert sorted(os.path.basename(p) for p in paths) == [
+      "benchmark.json", "benchmark.md", "speedup_toy_b1.png"]
+  with open(out / "benchmark.json") as f:
+    saved = json.load(f)
+  rows = saved["rows"]
+  assert saved["notes"] == ["a note"]
+  keys = {(r["draft"], r["temperature"], r["gamma"], r["batch"]) for r in rows}
+  assert keys == {(d, 0.0, g, 1) for d in ("t5_distilled", "bigram") for g in (1, 2)}
+  assert len(rows) == len(keys) == len(result["rows"])
+  for name in ("platform", "cpu_count", "loadavg", "jax", "date", "command", "device"):
+    assert name in saved["metadata"], name
+  # 1 temperature × (baseline + 2 drafts × 2 γ).
+  assert saved["metadata"]["compiles"] == 5
+  assert (out / "speedup_toy_b1.png").stat().st_size > 1000
+  best = saved["best"]
+  assert sorted(b["draft"] for b in best) == ["bigram", "t5_distilled"]
+  for b in best:
+    mine = [r for r in rows if r["draft"] == b["draft"]]
+    assert b["best_gamma"] == max(mine, key=lambda r: r["measured_speedup"])["gamma"]
+    assert b["predicted_best_gamma_v"] == max(
+        mine, key=lambda r: r["predicted_speedup_v"])["gamma"]
+  md = (out / "benchmark.md").read_text()
+  table = [line for line in md.splitlines()
+           if line.startswith("| toy | 1 |") and line.count("|") == 14]
+  assert len(table) == len(rows)
+  assert "| Task | Batch | Draft | Temp | γ | α | tokens/call | c | v(γ) |" in md
+  assert "## Best γ per setting" in md and "## Where the time goes" in md
+  short = [r for r in rows if r["shortfall"]]
+  assert md.count("loop overhead") == len(short)
+
+
+def test_self_draft_is_always_accepted(micro_run):
+  """The target as its own draft, greedy: α = 1 and γ + 1 tokens per call."""
+  for r in micro_run[0]["rows"]:
+    if r["draft"] == "t5_distilled":
+      gamma = r["gamma"]
+      assert (r["alpha"], r["tokens_per_call"], r["rejected"]) == (1.0, gamma + 1, 0)
+      # eos_id None: 8 tokens per row; ceil(8 / (γ + 1)) iterations per row.
+      assert r["iterations"] == 2 * -(-8 // (gamma + 1)) and r["baseline_steps"] == 16
+      assert r["predicted_speedup_paper"] == pytest.approx((gamma + 1) / (gamma * r["c"] + 1))
+
+
+def test_rows_are_finite_and_self_consistent(micro_run):
+  result = micro_run[0]
+  costs = result["costs"]["toy"][1]
+  for r in result["rows"]:
+    for name, value in r.items():
+      if isinstance(value, float):
+        assert math.isfinite(value), (name, r)
+    gamma = r["gamma"]
+    assert r["c"] == costs["c"][r["draft"]] > 0
+    assert r["v"] == costs["v"][gamma] > 0
+    assert r["alpha"] == analysis.alpha_from_counts(r["accepted"], r["rejected"])
+    assert 0 <= r["alpha"] <= 1
+    assert r["drafted"] == gamma * r["target_calls"]
+    assert r["rejected"] <= r["target_calls"]
+    assert r["tokens_per_call"] == pytest.approx(1 + r["accepted"] / r["target_calls"])
+    assert 1 <= r["tokens_per_call"] <= gamma + 1
+    assert r["predicted_speedup_paper"] == pytest.approx(
+        analysis.walltime_improvement(r["alpha"], gamma, r["c"]), rel=1e-12)
+    assert r["predicted_speedup_v"] == pytest.approx(
+        analysis.walltime_improvement(r["alpha"], gamma, r["c"], r["v"]), rel=1e-12)
+    assert r["measured_speedup"] == pytest.approx(r["baseline_s"] / r["speculative_s"])
+    assert r["ratio_v"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup_v"])
+    assert r["ratio_v"] == pytest.approx(r["token_factor"] * r["cost_factor"])
+    assert r["measured_speedup"] == pytest.approx(
+        r["steps_per_iteration"] / r["cost_per_iteration_in_steps"])
+    assert r["predicted_ms_per_iteration"] + r["overhead_ms_per_iteration"] == pytest.approx(
+        r["ms_per_iteration"])
+    assert r["shortfall"] == (r["explanation"] is not None) == (r["ratio_v"] < 0.9)
+    # One row at a time (batch 1): the loop runs as many iterations as the target is called.
+    assert r["iterations"] == r["target_calls"]
+    assert r["baseline_steps"] == 2 * 8  # 2 sentences, max_decode_len each (eos_id None).
+    if r["temperature"] == 0:
+      assert r["identical_to_baseline"] is True  # Greedy speculative == generate.
+
+
+def test_helpers_and_bad_input():
+  assert benchmarking.decode_lengths(np.array([[5, 1, 0], [5, 6, 7], [1, 0, 0]]), eos_id=1,
+                                     max_decode_len=3).tolist() == [2, 3, 1]
+  assert benchmarking.pad_prompts(np.array([[3, 1]]), 4).tolist() == [[3, 1, 0, 0]]
+  with pytest.raises(ValueError, match="input_length"):
+    benchmarking.pad_prompts(np.ones((1, 5)), 4)
+  with pytest.raises(ValueError, match="kinds"):
+    benchmarking.build_drafts(["trigram"], vocab_size=8)
+  with pytest.raises(ValueError, match="train_targets"):
+    benchmarking.build_drafts(["bigram"], vocab_size=8)
+  drafts, notes = benchmarking.build_drafts(["t5_plain", "unigram", "prompt_lookup"],
+                                            vocab_size=8, train_targets=[[3, 4, 1]])
+  assert list(drafts) == ["unigram", "prompt_lookup"] and "t5_plain" in notes[0]
+  assert benchmarking.jsonable({("a", 2): [np.float32(1.5), float("nan")], 3: np.int64(4)}) == {
+      "a:2": [1.5, None], "3": 4}
+
+
+def test_gin_configs_bind_the_benchmark():
+  """full.gin and quick.gin parse against the script's `benchmark` and set what they say."""
+  script = _script()
+  for name, gammas, batches in (("full", list(range(1, 9)), [1, 8]), ("quick", [1, 2, 4], [1])):
+    gin.clear_config()
+    try:
+      script.gin_utils.parse([f"configs/benchmarks/{name}.gin"], [])
+      assert gin.query_parameter("benchmark.gammas") == gammas
+      assert gin.query_parameter("benchmark.batch_sizes") == batches
+      assert gin.query_parameter("benchmark.temperatures") == [0.0, 1.0]
+      assert set(gin.query_parameter("benchmark.drafts")) == set(benchmarking.DRAFT_KINDS)
+    finally:
+      gin.clear_config()
