@@ -90,6 +90,7 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
                 train_sentences=train_sentences, seed=seed)
   load_before = os.getloadavg()
   rows, costs, notes, compiles, compile_s, profile_dir = [], {}, [], 0, 0.0, None
+  profiled = None
   for name in pairs:
     setup = load_task(name, drafts=drafts, num_sentences=num_sentences, split=split,
                       input_length=input_length, train_sentences=train_sentences)
@@ -110,7 +111,8 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
           setup.target, setup.drafts[profile_draft], setup.prompts[:1], gamma=profile_gamma,
           temperature=0.0, max_decode_len=max_decode_len,
           out_dir=os.path.join(output_dir, "profile"), seed=seed)
-      print(f"profile of {profile_draft} γ={profile_gamma} batch 1 T=0: {profile_dir}")
+      profiled = f"{setup.name}, {profile_draft}, γ={profile_gamma}, batch 1, T=0 (3 decodes)"
+      print(f"profile of {profiled}: {profile_dir}")
   metadata = benchmarking.machine_metadata()
   metadata.update(
       command=" ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
@@ -118,7 +120,8 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
       git_commit=_git_commit(), gin_config=gin.config_str(), compiles=compiles,
       compile_s=compile_s, runtime_s=time.perf_counter() - started)
   result = benchmarking.assemble(rows=rows, costs=costs, config=config, notes=notes,
-                                 metadata=metadata, profile=profile_dir)
+                                 metadata=metadata, profile=profile_dir,
+                                 profile_setting=profiled)
   paths = benchmarking.write_outputs(result, output_dir)
   print(f"\n{len(rows)} rows, {compiles} compiles ({compile_s:.0f} s), "
         f"{time.perf_counter() - started:.0f} s in all; wrote "

@@ -395,7 +395,12 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines.append(f"- {r['task']} b={r['batch']} {r['draft']} T={r['temperature']:g} "
                  f"γ={r['gamma']}: {r['explanation']}")
   if result.get("profile"):
-    lines += ["", f"Profiler trace: `{result['profile']}`"]
+    lines += ["", "## Profile", "", f"Trace of {result.get('profile_setting', 'one setting')}: "
+              f"`{result['profile']}` (open the .trace.json.gz in Perfetto). Top events by "
+              "total time (Python frames start with $):", "", "| event | total ms | count |",
+              "|---|---|---|"]
+    for e in result.get("profile_summary", []):
+      lines.append(f"| `{e['name'][:90]}` | {e['total_ms']:.2f} | {e['count']} |")
   return "\n".join(lines) + "\n"
 
 
@@ -468,11 +473,14 @@ def machine_metadata() -> dict[str, Any]:
 
 def assemble(*, rows: Sequence[Mapping[str, Any]], costs: Mapping[str, Any],
              config: Mapping[str, Any], notes: Sequence[str], metadata: Mapping[str, Any],
-             profile: str | None = None) -> dict[str, Any]:
-  """The result written as JSON: metadata, config, notes, costs, rows and best γ per setting."""
+             profile: str | None = None, profile_setting: str | None = None,
+             ) -> dict[str, Any]:
+  """The result written as JSON: metadata, config, notes, costs, rows and best γ per setting
+  (and, with `profile` a trace directory, the trace's top events)."""
   return {"metadata": dict(metadata), "config": dict(config), "notes": list(notes),
           "costs": dict(costs), "rows": list(rows), "best": best_gamma_rows(rows),
-          "profile": profile}
+          "profile": profile, "profile_setting": profile_setting,
+          "profile_summary": summarize_trace(profile) if profile else []}
 
 
 def write_outputs(result: Mapping[str, Any], output_dir: str) -> list[str]:
@@ -501,3 +509,29 @@ def profile_setting(target: Any, draft: Draft, prompts: np.ndarray, *, gamma: in
     for _ in range(runs):
       jax.block_until_ready(run())
   return out_dir
+
+
+def summarize_trace(out_dir: str, *, top: int = 25) -> list[dict[str, Any]]:
+  """The `top` events of the newest trace under `out_dir` by total duration (ms), with counts.
+
+  Python frames (names starting with "$") and XLA thunks alike; the profiler's own frames are
+  dropped. Open the `.trace.json.gz` in Perfetto for the timeline.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(os.path.join(out_dir, "plugins", "profile", "*", "*.trace.json.gz")))
+  if not files:
+    return []
+  with gzip.open(files[-1]) as f:
+    events = json.load(f).get("traceEvents", [])
+  total, count = collections.Counter(), collections.Counter()
+  for e in events:
+    name = e.get("name", "")
+    if e.get("ph") != "X" or "profiler.py" in name or "contextlib.py" in name:
+      continue
+    total[name] += e.get("dur", 0) / 1e3
+    count[name] += 1
+  return [{"name": n, "total_ms": ms, "count": count[n]} for n, ms in total.most_common(top)]
