@@ -76,7 +76,7 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
               num_sentences: int = 32, split: str = "test", input_length: int = 64,
               max_decode_len: int = 64, repeats: int = 3, timing_repeats: int = 30,
               train_sentences: int = 20000, seed: int = 0, profile: bool = False,
-              profile_draft: str = "t5_distilled", profile_gamma: int = 4) -> dict:
+              profile_draft: str = "t5_distilled", profile_gamma: int = 3) -> dict:
   """Runs the benchmark for every pair in `pairs` (None: all shipped) and writes the results."""
   started = time.perf_counter()
   pairs = list(pairs) if pairs is not None else pretrained.names()
@@ -141,7 +141,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("profile", False, "Also capture a jax profiler trace of one setting "
                     "(--profile_draft, --profile_gamma, batch 1, T=0) under output_dir/profile.")
   flags.DEFINE_string("profile_draft", "t5_distilled", "Draft to profile.")
-  flags.DEFINE_integer("profile_gamma", 4, "γ to profile.")
+  flags.DEFINE_integer("profile_gamma", 3, "γ to profile.")
 
 
 def _enable_compilation_cache(path: str) -> None:

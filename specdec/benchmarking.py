@@ -20,7 +20,9 @@ And where the time goes: with I loop iterations (target calls) and S baseline st
       cost_factor  = (γc + v) / (time per iteration / time per baseline step).
 
 The loop's own overhead is the residual time per iteration − (γc + v) × t₁ (t₁: one cached
-target step, measured alone), and likewise per baseline step − t₁ for `generate`.
+target step, measured alone), and likewise per baseline step − t₁ for `generate`. At T > 0 the
+baseline and speculative samples differ, so S and I count the lengths of different samples
+(noisy over few sentences; their expectations agree since both sample the same distribution).
 """
 
 from __future__ import annotations
@@ -348,19 +350,26 @@ def markdown(result: Mapping[str, Any]) -> str:
               "after" if "loadavg_before" in meta else _fmt(meta["loadavg"][0])),
            f"- settings: {result['config']}", ""]
   lines += [f"- note: {n}" for n in result.get("notes", [])]
+  greedy = [r for r in rows if r["identical_to_baseline"] is not None]
+  if greedy:
+    same = sum(bool(r["identical_to_baseline"]) for r in greedy)
+    lines.append(f"- greedy (T=0) speculative outputs identical to `generate`'s: {same} of "
+                 f"{len(greedy)} settings")
   lines += ["", "Speedup = baseline `generate` time / `speculative_generate` time on the same "
             "prompts (medians of interleaved runs, compile excluded). Predicted: the cost "
             "model (1 − α^(γ+1)) / ((1 − α)(γc + v)) with v = 1 (paper) or the measured v(γ).", "",
             "## Results", "",
             "| Task | Batch | Draft | Temp | γ | α | tokens/call | c | v(γ) | predicted (paper) "
-            "| predicted (v-aware) | measured | measured/predicted (v-aware) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| predicted (v-aware) | measured | measured/predicted (paper) "
+            "| measured/predicted (v-aware) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
                  f"{r['temperature']:g} | {r['gamma']} | {_fmt(r['alpha'])} | "
                  f"{_fmt(r['tokens_per_call'])} | {_fmt(r['c'], 3)} | {_fmt(r['v'])} | "
                  f"{_fmt(r['predicted_speedup_paper'])}x | {_fmt(r['predicted_speedup_v'])}x | "
-                 f"{_fmt(r['measured_speedup'])}x | {_fmt(r['ratio_v'])} |")
+                 f"{_fmt(r['measured_speedup'])}x | {_fmt(r['ratio_paper'])} | "
+                 f"{_fmt(r['ratio_v'])} |")
   lines += ["", "## Best γ per setting", "",
             "| Task | Batch | Draft | Temp | best γ (measured) | α | measured | predicted (v-aware) "
             "| measured/predicted | model's γ (v-aware) | model's γ (paper) |",

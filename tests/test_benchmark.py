@@ -81,9 +81,10 @@ def test_outputs_written_with_every_row(micro_run):
         mine, key=lambda r: r["predicted_speedup_v"])["gamma"]
   md = (out / "benchmark.md").read_text()
   table = [line for line in md.splitlines()
-           if line.startswith("| toy | 1 |") and line.count("|") == 14]
+           if line.startswith("| toy | 1 |") and line.count("|") == 15]
   assert len(table) == len(rows)
   assert "| Task | Batch | Draft | Temp | γ | α | tokens/call | c | v(γ) |" in md
+  assert "identical to `generate`'s: 4 of 4 settings" in md
   assert "## Best γ per setting" in md and "## Where the time goes" in md
   short = [r for r in rows if r["shortfall"]]
   assert md.count("loop overhead") == len(short)
