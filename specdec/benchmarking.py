@@ -436,6 +436,7 @@ def plot(rows: Sequence[Mapping[str, Any]], path_prefix: str) -> list[str]:
         ax.plot(g, [r["predicted_speedup_v"] for r in pts], "s--", label="predicted (v-aware)")
         ax.plot(g, [r["predicted_speedup_paper"] for r in pts], "^:", label="predicted (paper)")
         ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xticks(g)
         ax.set_title(f"{DRAFT_LABELS.get(draft, draft)}, T={temp:g}", fontsize=9)
         if i == len(temps) - 1:
           ax.set_xlabel("γ")
