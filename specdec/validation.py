@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -43,12 +44,18 @@ def check_positive_int(name: str, value: Any) -> int:
   return int(value)
 
 
+@functools.lru_cache(maxsize=None)
+def _unused_key() -> jax.Array:
+  """The key greedy decoding passes along (never drawn from); made once, not per call."""
+  return jax.random.PRNGKey(0)
+
+
 def check_rng(rng: Any, *, needed: bool) -> jax.Array:
   """A PRNG key (or an int seed); required when sampling, optional (and unused) when greedy."""
   if rng is None:
     if needed:
       raise ValueError("rng must be given when temperature > 0 (sampling)")
-    return jax.random.PRNGKey(0)
+    return _unused_key()
   if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
     return jax.random.PRNGKey(int(rng))
   if not hasattr(rng, "shape"):
