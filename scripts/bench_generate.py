@@ -27,6 +27,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# libgomp's default busy-waiting makes torch's OpenMP threads spin against every other process
+# on a shared 2-core machine (measured: ~40x slower greedy decoding under load). PASSIVE is
+# what a fair comparison needs; it must be set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -164,6 +168,7 @@ def main(argv=None) -> dict:
           python=platform.python_version(), jax=jax.__version__, torch=torch.__version__,
           transformers=transformers.__version__, jax_devices=[str(d) for d in jax.devices()],
           cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+          omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
           load_average_before=load_before, load_average_after=_load()),
       notes=("ms/step: wall-clock of one generate call / decode_len (all rows advance together); "
              "ms/token: ms/step / batch. Median of the timed runs after one warm-up call."))
