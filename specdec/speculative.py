@@ -122,16 +122,16 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
       draft_state=draft.start(encoder_input_tokens, cache_length=cache_length),
       stats=SpeculativeStats(zeros, zeros, zeros, zeros, zeros))
 
-  def distribution(logits):  # [B, V] → probabilities (unused when greedy).
-    return jnp.zeros_like(logits) if sampling.greedy else sampling.probs(logits)
-
-  def choose(logits, keys):
+  def draft_token(logits: Array, keys: Array | None) -> tuple[Array, Array | None]:
+    """Draft logits `[B, V]` → the proposed token `[B]` and q `[B, V]` (None when greedy)."""
     if sampling.greedy:
-      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return sampling_lib.sample_rows(keys, sampling.probs(logits))
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32), None
+    probs = sampling.probs(logits)
+    return sampling_lib.sample_rows(keys, probs), probs
 
-  def propose(state: _LoopState, keys: Array):
-    """The draft catches up and proposes γ tokens: `[B, γ]`, probs `[B, γ, V]`, draft state."""
+  def propose(state: _LoopState, keys: Array | None):
+    """The draft catches up and proposes γ tokens: `[B, γ]`, q `[B, γ, V]` (None when greedy),
+    and its state. keys: `[B, γ+1]` per-row keys when sampling, else None."""
     m = state.length
     catch_up_from = jnp.maximum(m - 1, 0)
     draft_state = draft.rewind(state.draft_state, catch_up_from)
@@ -141,15 +141,17 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
 
     def draft_one(carry, step_keys):
       logits, draft_state = carry
-      token = choose(logits, step_keys)
+      token, probs = draft_token(logits, step_keys)
       next_logits, draft_state = draft.extend(draft_state, token[:, None])
-      return (next_logits[:, 0], draft_state), (token, distribution(logits))
+      return (next_logits[:, 0], draft_state), (token, probs)
 
+    scan_keys = None if keys is None else jnp.swapaxes(keys[:, :gamma - 1], 0, 1)
     (logits, draft_state), (tokens, probs) = jax.lax.scan(
-        draft_one, (logits, draft_state), jnp.swapaxes(keys[:, :gamma - 1], 0, 1))
-    last_token = choose(logits, keys[:, gamma - 1])
+        draft_one, (logits, draft_state), scan_keys, length=gamma - 1)
+    last_token, last_probs = draft_token(logits, None if keys is None else keys[:, gamma - 1])
     tokens = jnp.concatenate([jnp.swapaxes(tokens, 0, 1), last_token[:, None]], axis=1)
-    probs = jnp.concatenate([jnp.swapaxes(probs, 0, 1), distribution(logits)[:, None]], axis=1)
+    if last_probs is not None:
+      probs = jnp.concatenate([jnp.swapaxes(probs, 0, 1), last_probs[:, None]], axis=1)
     return tokens, probs, draft_state
 
   def keep_going(state: _LoopState) -> Array:
@@ -157,7 +159,7 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
 
   def iteration(state: _LoopState) -> _LoopState:
     m, active = state.length, ~state.done
-    keys = jax.vmap(lambda k: jax.random.split(k, gamma + 1))(
+    keys = None if sampling.greedy else jax.vmap(lambda k: jax.random.split(k, gamma + 1))(
         sampling_lib.step_keys(row_keys, state.iteration))  # [B, γ+1]
 
     # 1. Draft γ tokens.
