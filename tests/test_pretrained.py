@@ -1,0 +1,62 @@
+"""The shipped EN→DE pair: it loads, distillation pays, and (once trained enough) it translates.
+
+Numbers from the shipped checkpoints (see specdec/assets/checkpoints/ende/TRAINING.md); the
+thresholds leave room for nothing but a broken pair or a broken decoder to fail them.
+"""
+
+import numpy as np
+import pytest
+
+import specdec
+from specdec import data, pretrained
+
+NUM = 64          # Test sentences (fixed: the first NUM of the test split).
+INPUT_LEN = 64
+MAX_LEN = 48
+GAMMA = 4
+
+
+@pytest.fixture(scope="module")
+def pair():
+  return pretrained.load("ende")
+
+
+@pytest.fixture(scope="module")
+def test_batch(pair):
+  pairs = data.read_pairs(pair.task, "test")[:NUM]
+  tokens = pair.encode([s for s, _ in pairs], max_length=INPUT_LEN)
+  tokens = np.pad(tokens, ((0, 0), (0, INPUT_LEN - tokens.shape[1])))
+  return pairs, tokens
+
+
+def test_names_and_shapes(pair):
+  assert "ende" in pretrained.names()
+  assert pair.target.vocab_size == pair.draft.vocab_size == pair.vocabulary.vocab_size
+  assert pair.draft_plain is not None and pair.draft_plain.config == pair.draft.config
+  # The draft is the small one: roughly an order of magnitude fewer parameters.
+  assert pair.draft.num_params * 4 < pair.target.num_params
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue C is open: the shipped target is undertrained (2000 steps on 2 CPU cores; "
+    "test BLEU ~3.7 against ~5.4 for copying the source). Strict: when a better target ships, "
+    "this XPASSes and fails until the marker is removed."))
+def test_translates_well_above_copying(pair, test_batch):
+  pairs, tokens = test_batch
+  out = specdec.generate(pair.target, tokens, max_decode_len=MAX_LEN)
+  predictions = pair.decode(out.tokens)
+  references = [t for _, t in pairs]
+  bleu = data.bleu(references, predictions)["bleu"]
+  copy_bleu = data.bleu(references, [s for s, _ in pairs])["bleu"]
+  assert bleu > copy_bleu + 5, (bleu, copy_bleu)
+
+
+def test_distilled_draft_is_accepted_more_often(pair, test_batch):
+  _, tokens = test_batch
+  alphas = {}
+  for name, draft in (("distilled", pair.draft), ("plain", pair.draft_plain)):
+    result = specdec.speculative_generate(pair.target, draft, tokens, gamma=GAMMA,
+                                          max_decode_len=MAX_LEN)
+    alphas[name] = result.stats.summary()["alpha"]
+  assert alphas["distilled"] > alphas["plain"], alphas
+  assert alphas["distilled"] > 0.3, alphas
