@@ -19,9 +19,7 @@ processes competing for the CPU inflate the timings; the load average is recorde
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,15 +96,10 @@ def main(argv=None) -> dict:
       "target_config": str(target.config), "draft_config": str(draft.config),
       "position": args.position, "source_len": args.source_len, "repeats": args.repeats,
       "rows": rows, "summary": {str(b): s for b, s in summary.items()},
-      "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                  "jax": jax.__version__, "loadavg_before": load_before,
-                  "loadavg_after": os.getloadavg()},
+      "machine": timing.machine_info(load_before),
   }
   if args.output:
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-      json.dump(result, f, indent=2)
-    print(f"\nwrote {args.output}")
+    timing.write_json(args.output, result)
   return result
 
 

@@ -16,6 +16,9 @@ results. Nothing here is used by the tests (no timed tests).
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import statistics
 import time
 from typing import Any, Callable, Iterable
@@ -149,3 +152,17 @@ def measure_cost_ratio(target, draft, *, batch: int = 1, position: int = 64, rep
 def time_decode(fn: Callable[[], Any], *, repeats: int = 5) -> float:
   """Median seconds of a whole decode `fn()` (compiled by a warm-up run first)."""
   return median_seconds(fn, repeats=repeats, warmup=1)
+
+
+def machine_info(load_before: Iterable[float]) -> dict[str, Any]:
+  """Where a measurement ran: platform, CPU count, jax version, load average before and now."""
+  return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+          "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+  """Writes a results file (creating its folder) and says so."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"\nwrote {path}")
