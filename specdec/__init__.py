@@ -1,6 +1,7 @@
 """specdec: exact speculative decoding for T5 in JAX/Flax (Leviathan, Kalman & Matias, ICML 2023)."""
 
 from specdec import analysis
+from specdec import pretrained
 from specdec.cache import DecoderCache
 from specdec.config import T5Config
 from specdec.decoding import DecodeResult, generate
@@ -15,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BigramDraft", "DecodeResult", "DecoderCache", "Draft", "PromptLookupDraft", "Sampling",
     "SpeculativeResult", "SpeculativeStats", "T5Config", "T5Model", "UnigramDraft", "analysis",
-    "generate", "speculative_generate", "verify", "verify_greedy",
+    "generate", "pretrained", "speculative_generate", "verify", "verify_greedy",
 ]
