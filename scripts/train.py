@@ -67,8 +67,13 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
           eval_every: int = 0, eval_examples: int = 256, eval_batch_size: int = 64,
           teacher_dir: str | None = None, distill_ce_weight: float = 0.0,
           distill_temperature: float = 1.0, export_dir: str | None = None,
-          stop_time: str | None = None, log=print) -> dict:
-  """Trains (or distils, when `teacher_dir` is set) and returns a summary dict."""
+          stop_time: str | None = None, init_from: str | None = None, log=print) -> dict:
+  """Trains (or distils, when `teacher_dir` is set) and returns a summary dict.
+
+  `init_from`: a `T5Model.save` directory whose parameters start a new run (a warm start with a
+  fresh optimizer and schedule); its config must equal `model_config` up to dropout. Ignored once
+  MODEL_DIR holds a checkpoint (resuming wins).
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
@@ -107,10 +112,13 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
                              teacher_config=teacher.config if teacher else None,
                              distill_temperature=distill_temperature,
                              distill_ce_weight=distill_ce_weight)
-  params = T5Model.init(model_config, seed).params
-  state = trainer.init_state(params)
   ckpts = training.Checkpoints(os.path.join(model_dir, "checkpoints"),
                                max_to_keep=keep_checkpoints)
+  params = T5Model.init(model_config, seed).params
+  if init_from and ckpts.latest_step() is None:
+    params = _warm_start_params(init_from, model_config)
+    log(f"initialised from {init_from} (fresh optimizer state)")
+  state = trainer.init_state(params)
   if ckpts.latest_step() is not None:
     state = ckpts.restore(trainer.abstract_state(params))
     log(f"resumed from step {int(state.step)} in {ckpts.directory}")
@@ -183,6 +191,19 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   writer.close()
   log(f"done: step {step}, {wall:.0f}s this run; summary in {summary_path}")
   return summary
+
+
+def _warm_start_params(path: str, model_config):
+  """Parameters of the `T5Model.save` directory `path`; ValueError if its config differs."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
+  saved = T5Model.load(path)
+  mine = dataclasses.replace(model_config, dropout_rate=0.0)
+  theirs = dataclasses.replace(saved.config, dropout_rate=0.0)
+  if mine != theirs:
+    raise ValueError(f"init_from={path}: its config.json differs from the run's model config: "
+                     f"{theirs} vs {mine}")
+  return saved.params
 
 
 def parse_args(argv):

@@ -1,5 +1,6 @@
 """specdec.training and scripts/train.py on tiny configs: loss, resumable checkpoints, distillation."""
 
+import functools
 import importlib.util
 import os
 
@@ -170,7 +171,9 @@ def test_optimizer_and_schedule_errors():
     training.task_prefix("nope")
 
 
+@functools.lru_cache(maxsize=None)
 def _train_script():
+  """scripts/train.py as a module, loaded once (gin refuses to register its configurables twice)."""
   spec = importlib.util.spec_from_file_location("specdec_train_script",
                                                 os.path.join(REPO, "scripts", "train.py"))
   module = importlib.util.module_from_spec(spec)
@@ -187,6 +190,19 @@ def test_missing_gin_file_is_named():
   for name in ("configs/models/ende_target.gin", "configs/models/ende_draft.gin",
                "configs/runs/train.gin", "configs/runs/distill.gin"):
     assert os.path.isfile(script.resolve_gin_files([name], [REPO])[0])
+
+
+def test_warm_start_loads_saved_params_and_rejects_another_config(tiny_target, tmp_path):
+  script = _train_script()
+  path = str(tmp_path / "saved")
+  tiny_target.save(path)
+  # Dropout may differ (a warm start often changes it); everything else must match.
+  params = script._warm_start_params(path, tiny_target.config.replace(dropout_rate=0.1))
+  _assert_trees_equal(params, tiny_target.params)
+  with pytest.raises(ValueError, match=r"init_from=.*saved.*differs"):
+    script._warm_start_params(path, tiny_target.config.replace(mlp_dim=tiny_target.config.mlp_dim * 2))
+  with pytest.raises(ValueError, match="config.json"):
+    script._warm_start_params(str(tmp_path / "missing"), tiny_target.config)
 
 
 def test_save_for_inference_rounds_to_bfloat16(tiny_target, tmp_path):
