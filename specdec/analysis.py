@@ -66,7 +66,11 @@ def alpha_from_counts(accepted: int, rejected: int) -> float:
   Under the paper's i.i.d. model every draft token is kept with probability α until the first
   rejection; each iteration contributes its kept tokens and at most one rejection, so the
   likelihood is α^accepted (1 − α)^rejected and α̂ = accepted / (accepted + rejected).
+  NaN when there is no outcome at all; ValueError for negative counts.
   """
+  for name, value in (("accepted", accepted), ("rejected", rejected)):
+    if value < 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
   total = accepted + rejected
   return float(accepted) / total if total else float("nan")
 

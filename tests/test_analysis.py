@@ -109,6 +109,10 @@ def test_alpha_from_counts_edges():
   assert analysis.alpha_from_counts(10, 0) == 1.0
   assert analysis.alpha_from_counts(0, 7) == 0.0
   assert math.isnan(analysis.alpha_from_counts(0, 0))
+  with pytest.raises(ValueError, match="accepted"):
+    analysis.alpha_from_counts(-1, 3)
+  with pytest.raises(ValueError, match="rejected"):
+    analysis.alpha_from_counts(3, -2)
 
 
 def test_summarize():
