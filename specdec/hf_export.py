@@ -8,17 +8,7 @@ only when a function here is called.
     hf = specdec.hf_export.to_hf(model)          # float32, eval mode
     specdec.hf_export.save_hf(model, "/tmp/ende_target_hf")
 
-Name mapping (T5X name → HF name; dense kernels `[in, out]` become torch weights `[out, in]`):
-  token_embedder/embedding                → shared.weight (and {en,de}coder.embed_tokens)
-  {en,de}coder/relpos_bias/rel_embedding  → {en,de}coder.block.0.layer.0.SelfAttention
-                                              .relative_attention_bias.weight (transposed)
-  encoder/layers_i/attention/{query,key,value,out}
-                                          → encoder.block.i.layer.0.SelfAttention.{q,k,v,o}
-  decoder/layers_i/self_attention         → decoder.block.i.layer.0.SelfAttention
-  decoder/layers_i/encoder_decoder_attention → decoder.block.i.layer.1.EncDecAttention
-  mlp/{wi | wi_0, wi_1}, mlp/wo           → DenseReluDense.{wi | wi_0, wi_1}, DenseReluDense.wo
-  pre_*_layer_norm/scale, {en,de}coder_norm/scale → layer.n.layer_norm, final_layer_norm
-  decoder/logits_dense (untied only)      → lm_head.weight (tied: lm_head = shared)
+The name mapping is `specdec.hf_names.name_map` (shared with `specdec.hf_import`).
 """
 
 from __future__ import annotations
@@ -27,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from specdec import hf_names
 from specdec.model import T5Model
 
 # specdec mlp_activations → HF feed_forward_proj. Only the two T5 variants whose HF activation
@@ -68,62 +59,18 @@ def hf_config(model: T5Model) -> Any:
 
 def state_dict(model: T5Model) -> dict[str, np.ndarray]:
   """HF T5 parameter name → float32 numpy array, for every tensor of HF's `state_dict()`."""
-  c = model.config
-  params = model.params
-
-  def arr(x) -> np.ndarray:
-    return np.asarray(x, np.float32)
-
   out: dict[str, np.ndarray] = {}
-
-  def dense(name: str, tree) -> None:  # kernel [in, out] → torch Linear weight [out, in]
-    out[name + ".weight"] = arr(tree["kernel"]).T
-
-  def attention(prefix: str, tree) -> None:
-    for ours, theirs in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o")):
-      dense(f"{prefix}.{theirs}", tree[ours])
-
-  def mlp(prefix: str, tree) -> None:
-    if len(c.mlp_activations) == 1:
-      dense(prefix + ".wi", tree["wi"])
-    else:
-      for i in range(len(c.mlp_activations)):
-        dense(f"{prefix}.wi_{i}", tree[f"wi_{i}"])
-    dense(prefix + ".wo", tree["wo"])
-
-  def norm(name: str, tree) -> None:
-    out[name + ".weight"] = arr(tree["scale"])
-
-  embedding = arr(params["token_embedder"]["embedding"])
-  out["shared.weight"] = embedding
-  out["encoder.embed_tokens.weight"] = embedding
-  out["decoder.embed_tokens.weight"] = embedding
-
-  enc = params["encoder"]
-  out["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = arr(
-      enc["relpos_bias"]["rel_embedding"]).T
-  norm("encoder.final_layer_norm", enc["encoder_norm"])
-  for i in range(c.num_encoder_layers):
-    p, layer = f"encoder.block.{i}.layer", enc[f"layers_{i}"]
-    norm(f"{p}.0.layer_norm", layer["pre_attention_layer_norm"])
-    attention(f"{p}.0.SelfAttention", layer["attention"])
-    norm(f"{p}.1.layer_norm", layer["pre_mlp_layer_norm"])
-    mlp(f"{p}.1.DenseReluDense", layer["mlp"])
-
-  dec = params["decoder"]
-  out["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = arr(
-      dec["relpos_bias"]["rel_embedding"]).T
-  norm("decoder.final_layer_norm", dec["decoder_norm"])
-  for i in range(c.num_decoder_layers):
-    p, layer = f"decoder.block.{i}.layer", dec[f"layers_{i}"]
-    norm(f"{p}.0.layer_norm", layer["pre_self_attention_layer_norm"])
-    attention(f"{p}.0.SelfAttention", layer["self_attention"])
-    norm(f"{p}.1.layer_norm", layer["pre_cross_attention_layer_norm"])
-    attention(f"{p}.1.EncDecAttention", layer["encoder_decoder_attention"])
-    norm(f"{p}.2.layer_norm", layer["pre_mlp_layer_norm"])
-    mlp(f"{p}.2.DenseReluDense", layer["mlp"])
-  out["lm_head.weight"] = (embedding if c.logits_via_embedding
-                           else arr(dec["logits_dense"]["kernel"]).T)
+  for path, hf_name, transpose in hf_names.name_map(model.config):
+    value = model.params
+    for key in path:
+      value = value[key]
+    value = np.asarray(value, np.float32)
+    out[hf_name] = value.T if transpose else value
+  # Aliases HF keeps in its state dict: the embedding per stack, and the tied output head.
+  out["encoder.embed_tokens.weight"] = out["shared.weight"]
+  out["decoder.embed_tokens.weight"] = out["shared.weight"]
+  if model.config.logits_via_embedding:
+    out["lm_head.weight"] = out["shared.weight"]
   return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from specdec import hf_names
 from specdec.config import T5Config
 
 _SAFETENSORS_DTYPES = {
@@ -113,53 +114,13 @@ def load(path: str, *, dtype: str = "float32") -> tuple[T5Config, dict[str, Any]
 
 
 def _convert(state: dict[str, np.ndarray], config: T5Config, *, source: str) -> dict[str, Any]:
-  def take(name: str) -> np.ndarray:
-    if name not in state:
-      raise ValueError(f"{source}: weights lack {name}")
-    return state[name]
-
-  def dense(name: str) -> dict[str, np.ndarray]:  # torch Linear [out, in] → kernel [in, out]
-    return {"kernel": take(name + ".weight").T}
-
-  def attention(prefix: str) -> dict[str, Any]:
-    return {ours: dense(f"{prefix}.{theirs}") for ours, theirs in
-            (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o"))}
-
-  def mlp(prefix: str) -> dict[str, Any]:
-    if len(config.mlp_activations) == 1:
-      return {"wi": dense(prefix + ".wi"), "wo": dense(prefix + ".wo")}
-    out = {f"wi_{i}": dense(f"{prefix}.wi_{i}") for i in range(len(config.mlp_activations))}
-    out["wo"] = dense(prefix + ".wo")
-    return out
-
-  def norm(name: str) -> dict[str, np.ndarray]:
-    return {"scale": take(name + ".weight")}
-
-  encoder = {"relpos_bias": {"rel_embedding": take(
-      "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight").T},
-             "encoder_norm": norm("encoder.final_layer_norm")}
-  for i in range(config.num_encoder_layers):
-    p = f"encoder.block.{i}.layer"
-    encoder[f"layers_{i}"] = {
-        "pre_attention_layer_norm": norm(f"{p}.0.layer_norm"),
-        "attention": attention(f"{p}.0.SelfAttention"),
-        "pre_mlp_layer_norm": norm(f"{p}.1.layer_norm"),
-        "mlp": mlp(f"{p}.1.DenseReluDense"),
-    }
-  decoder = {"relpos_bias": {"rel_embedding": take(
-      "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight").T},
-             "decoder_norm": norm("decoder.final_layer_norm")}
-  for i in range(config.num_decoder_layers):
-    p = f"decoder.block.{i}.layer"
-    decoder[f"layers_{i}"] = {
-        "pre_self_attention_layer_norm": norm(f"{p}.0.layer_norm"),
-        "self_attention": attention(f"{p}.0.SelfAttention"),
-        "pre_cross_attention_layer_norm": norm(f"{p}.1.layer_norm"),
-        "encoder_decoder_attention": attention(f"{p}.1.EncDecAttention"),
-        "pre_mlp_layer_norm": norm(f"{p}.2.layer_norm"),
-        "mlp": mlp(f"{p}.2.DenseReluDense"),
-    }
-  if not config.logits_via_embedding:
-    decoder["logits_dense"] = dense("lm_head")
-  return {"token_embedder": {"embedding": take("shared.weight")}, "encoder": encoder,
-          "decoder": decoder}
+  """HF state dict → T5X-named tree, through the shared `hf_names.name_map`."""
+  tree: dict[str, Any] = {}
+  for path, hf_name, transpose in hf_names.name_map(config):
+    if hf_name not in state:
+      raise ValueError(f"{source}: weights lack {hf_name}")
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = state[hf_name].T if transpose else state[hf_name]
+  return tree

@@ -144,3 +144,22 @@ def test_compare_hf_script_runs_on_a_stand_in_pair(tmp_path):
     assert len(set(row["tokens"].values())) == 1 and 1 <= row["tokens"]["hf_greedy"] <= 6
     assert row["calls"]["hf_greedy"]["target_calls"] == row["tokens"]["hf_greedy"]
     assert row["calls"]["hf_assisted"]["draft_calls"] > 0
+
+
+@pytest.mark.parametrize("config", [
+    T5Config(vocab_size=32, emb_dim=16, num_heads=2, num_encoder_layers=2, num_decoder_layers=3,
+             head_dim=8, mlp_dim=24, mlp_activations=("gelu", "linear"),
+             logits_via_embedding=False),
+    T5Config(vocab_size=32, emb_dim=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+             head_dim=8, mlp_dim=24, mlp_activations=("relu",), logits_via_embedding=True),
+], ids=["v1_1_untied", "v1_0_tied"])
+def test_name_map_covers_every_parameter_once(config):
+  from specdec import hf_names  # pylint: disable=g-import-not-at-top
+  entries = hf_names.name_map(config)
+  paths = [path for path, _, _ in entries]
+  hf = [name for _, name, _ in entries]
+  assert len(set(paths)) == len(paths) and len(set(hf)) == len(hf)
+  leaves = jax.tree_util.tree_flatten_with_path(abstract_params(config))[0]
+  ours = {tuple(k.key for k in key) for key, _ in leaves}
+  assert set(paths) == ours
+  assert ("lm_head.weight" in hf) == (not config.logits_via_embedding)
