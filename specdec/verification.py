@@ -40,7 +40,7 @@ def verify_row(draft_tokens: Array, draft_probs: Array, target_probs: Array,
   p_next = target_probs[num_accepted]
   residual = jnp.maximum(p_next - q_padded[num_accepted], 0.0)
   residual = jnp.where(jnp.sum(residual) > 0, residual, p_next)
-  next_token = jax.random.categorical(residual_key, jnp.log(residual)).astype(jnp.int32)
+  next_token = sampling_lib.draw(residual_key, residual)
   return num_accepted, next_token
 
 

@@ -126,3 +126,20 @@ def test_notebook_executes(stand_in_pair, monkeypatch):
                     for o in c.get("outputs", []))
   assert "greedy outputs identical: True" in outputs
   assert np.isfinite(float(outputs.split("'speedup': ")[-1].split("}")[0]))
+
+
+def test_bench_sampling_times_both_draws(tmp_path):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "specdec_bench_sampling", os.path.join(REPO, "scripts", "bench_sampling.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  out = tmp_path / "s.json"
+  result = script.main(["--vocab_sizes", "16", "--batch_sizes", "1", "2", "--draws", "3",
+                        "--repeats", "1", "--output", str(out)])
+  assert json.load(open(out))["rows"] == result["rows"]
+  assert [(r["vocab_size"], r["batch"]) for r in result["rows"]] == [(16, 1), (16, 2)]
+  for row in result["rows"]:
+    assert row["us_per_draw_inverse_cdf"] > 0 and row["us_per_draw_gumbel_max"] > 0
+  with pytest.raises(SystemExit):
+    script.main(["--draws", "0"])
