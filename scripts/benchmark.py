@@ -113,10 +113,9 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
           out_dir=os.path.join(output_dir, "profile"), seed=seed)
       profiled = f"{setup.name}, {profile_draft}, γ={profile_gamma}, batch 1, T=0 (3 decodes)"
       print(f"profile of {profiled}: {profile_dir}")
-  metadata = benchmarking.machine_metadata()
+  metadata = benchmarking.machine_metadata(load_before)
   metadata.update(
       command=" ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
-      loadavg_before=list(load_before), loadavg_after=metadata.pop("loadavg"),
       git_commit=_git_commit(), gin_config=gin.config_str(), compiles=compiles,
       compile_s=compile_s, runtime_s=time.perf_counter() - started)
   result = benchmarking.assemble(rows=rows, costs=costs, config=config, notes=notes,

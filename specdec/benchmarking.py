@@ -345,9 +345,8 @@ def markdown(result: Mapping[str, Any]) -> str:
            f"- command: `{meta['command']}`"
            + (f" (commit {meta['git_commit'][:10]})" if meta.get("git_commit") else ""),
            f"- machine: {meta['platform']}, {meta['cpu_count']} CPUs, jax {meta['jax']} on "
-           f"{meta['device']}, load average (1 min) "
-           + (f"{_fmt(meta['loadavg_before'][0])} before / {_fmt(meta['loadavg_after'][0])} "
-              "after" if "loadavg_before" in meta else _fmt(meta["loadavg"][0])),
+           f"{meta['device']}, load average (1 min) {_fmt(meta['loadavg_before'][0])} before / "
+           f"{_fmt(meta['loadavg_after'][0])} after",
            f"- settings: {result['config']}", ""]
   lines += [f"- note: {n}" for n in result.get("notes", [])]
   greedy = [r for r in rows if r["identical_to_baseline"] is not None]
@@ -468,17 +467,15 @@ def jsonable(obj: Any) -> Any:
   return obj
 
 
-def machine_metadata() -> dict[str, Any]:
-  """Where and when: platform, CPUs, load average, jax version and device, UTC date."""
+def machine_metadata(load_before: Iterable[float]) -> dict[str, Any]:
+  """`timing.machine_info` (platform, CPUs, jax, load average before and now) plus the UTC date,
+  the processor and the jax device."""
   import datetime  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   import platform  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "platform": platform.platform(), "processor": platform.processor(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "device": f"{device.platform} ({device.device_kind})",
-          "loadavg": list(os.getloadavg())}
+          "processor": platform.processor(), "device": f"{device.platform} ({device.device_kind})",
+          **timing.machine_info(load_before)}
 
 
 def assemble(*, rows: Sequence[Mapping[str, Any]], costs: Mapping[str, Any],

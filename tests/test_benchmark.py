@@ -46,7 +46,7 @@ def micro_run(tiny_target, tmp_path_factory):
   out = benchmarking.run_task(setup, temperatures=[0.0], gammas=[1, 2], batch_sizes=[1],
                               max_decode_len=8, repeats=1, timing_repeats=2, eos_id=None,
                               log=lambda _: None)
-  metadata = benchmarking.machine_metadata()
+  metadata = benchmarking.machine_metadata(os.getloadavg())
   metadata.update(command="pytest", compiles=out["compiles"])
   result = benchmarking.assemble(rows=out["rows"], costs={"toy": out["costs"]},
                                  config={"gammas": [1, 2]}, notes=setup.notes,
@@ -67,7 +67,8 @@ def test_outputs_written_with_every_row(micro_run):
   keys = {(r["draft"], r["temperature"], r["gamma"], r["batch"]) for r in rows}
   assert keys == {(d, 0.0, g, 1) for d in ("t5_distilled", "bigram") for g in (1, 2)}
   assert len(rows) == len(keys) == len(result["rows"])
-  for name in ("platform", "cpu_count", "loadavg", "jax", "date", "command", "device"):
+  for name in ("platform", "cpu_count", "loadavg_before", "loadavg_after", "jax", "date",
+               "command", "device"):
     assert name in saved["metadata"], name
   # 1 temperature × (baseline + 2 drafts × 2 γ).
   assert saved["metadata"]["compiles"] == 5
