@@ -1,6 +1,8 @@
 """Shared test setup: tiny models, CPU only, cheap compiles."""
 
+import importlib.util
 import os
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -13,6 +15,22 @@ import pytest  # noqa: E402
 jax.config.update("jax_disable_most_optimizations", True)
 
 from specdec import T5Config, T5Model  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name: str):
+  """scripts/<name>.py as a module, loaded once per session: the scripts register gin
+  configurables and absl flags at import, which may not happen twice in one process."""
+  module_name = f"specdec_script_{name}"
+  if module_name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(
+        module_name, os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+  return sys.modules[module_name]
+
 
 TINY = T5Config(vocab_size=32, emb_dim=16, num_heads=2, num_encoder_layers=1,
                 num_decoder_layers=2, head_dim=8, mlp_dim=24)

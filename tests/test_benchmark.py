@@ -7,30 +7,17 @@ tests); what is checked is that every reported number is finite and consistent w
 times, and the decomposition measured/predicted = token factor × cost factor.
 """
 
-import importlib.util
 import json
 import math
 import os
-import sys
 
 import gin
 import numpy as np
 import pytest
 
+from conftest import load_script
 from specdec import BigramDraft, analysis, benchmarking
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script():
-  """scripts/benchmark.py as a module (its absl flags are only defined when run as a script)."""
-  if "specdec_benchmark_script" not in sys.modules:
-    spec = importlib.util.spec_from_file_location(
-        "specdec_benchmark_script", os.path.join(REPO, "scripts", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["specdec_benchmark_script"] = module
-  return sys.modules["specdec_benchmark_script"]
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +143,7 @@ def test_helpers_and_bad_input():
 
 def test_gin_configs_bind_the_benchmark():
   """full.gin and quick.gin parse against the script's `benchmark` and set what they say."""
-  script = _script()
+  script = load_script("benchmark")
   for name, gammas, batches in (("full", list(range(1, 9)), [1, 8]), ("quick", [1, 3], [1])):
     gin.clear_config()
     try:

@@ -13,6 +13,7 @@ import gin
 import numpy as np
 import pytest
 
+from conftest import load_script
 from specdec import T5Config, T5Model, decoding, models, pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,11 +130,7 @@ def test_notebook_executes(stand_in_pair, monkeypatch):
 
 
 def test_bench_sampling_times_both_draws(tmp_path):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      "specdec_bench_sampling", os.path.join(REPO, "scripts", "bench_sampling.py"))
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
+  script = load_script("bench_sampling")
   out = tmp_path / "s.json"
   result = script.main(["--vocab_sizes", "16", "--batch_sizes", "1", "2", "--draws", "3",
                         "--repeats", "1", "--output", str(out)])

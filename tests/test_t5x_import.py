@@ -5,7 +5,6 @@ The fixture in testdata/t5x_tiny_v1_1/ is a real checkpoint written by T5X's own
 from it (`reference.json`: teacher-forced logits and greedy tokens).
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
+from conftest import load_script
 from specdec import T5Config, T5Model, generate, t5x_import
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -217,10 +217,7 @@ def test_gin_overrides_includes_and_errors(tmp_path):
 
 
 def test_convert_script_round_trip(tmp_path, model):
-  spec = importlib.util.spec_from_file_location(
-      "convert_t5x", os.path.join(HERE, "..", "scripts", "convert_t5x.py"))
-  convert_t5x = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(convert_t5x)
+  convert_t5x = load_script("convert_t5x")
   out = str(tmp_path / "converted")
   convert_t5x.main(["convert_t5x", f"--checkpoint_dir={CHECKPOINT}", f"--gin_file={GIN}",
                     f"--output_dir={out}", "--noprogress"])

@@ -1,7 +1,5 @@
 """specdec.training and scripts/train.py on tiny configs: loss, resumable checkpoints, distillation."""
 
-import functools
-import importlib.util
 import os
 
 import jax
@@ -10,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import TINY, TINY_DRAFT
+from conftest import TINY, TINY_DRAFT, load_script
 from specdec import T5Model, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,18 +169,8 @@ def test_optimizer_and_schedule_errors():
     training.task_prefix("nope")
 
 
-@functools.lru_cache(maxsize=None)
-def _train_script():
-  """scripts/train.py as a module, loaded once (gin refuses to register its configurables twice)."""
-  spec = importlib.util.spec_from_file_location("specdec_train_script",
-                                                os.path.join(REPO, "scripts", "train.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_missing_gin_file_is_named():
-  script = _train_script()
+  script = load_script("train")
   with pytest.raises(ValueError, match="configs/runs/no_such_run.gin"):
     script.main(["--gin_file=configs/models/ende_target.gin",
                  "--gin_file=configs/runs/no_such_run.gin", "--gin.TRAIN_STEPS=1"])
@@ -193,7 +181,7 @@ def test_missing_gin_file_is_named():
 
 
 def test_warm_start_loads_saved_params_and_rejects_another_config(tiny_target, tmp_path):
-  script = _train_script()
+  script = load_script("train")
   path = str(tmp_path / "saved")
   tiny_target.save(path)
   # Dropout may differ (a warm start often changes it); everything else must match.
