@@ -195,11 +195,10 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
 
 def _warm_start_params(path: str, model_config):
   """Parameters of the `T5Model.save` directory `path`; ValueError if its config differs."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
   from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
   saved = T5Model.load(path)
-  mine = dataclasses.replace(model_config, dropout_rate=0.0)
-  theirs = dataclasses.replace(saved.config, dropout_rate=0.0)
+  mine = model_config.replace(dropout_rate=0.0)
+  theirs = saved.config.replace(dropout_rate=0.0)
   if mine != theirs:
     raise ValueError(f"init_from={path}: its config.json differs from the run's model config: "
                      f"{theirs} vs {mine}")
