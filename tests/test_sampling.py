@@ -44,7 +44,6 @@ def test_chi_squared_has_power(draws):
 
 def test_zero_weight_tokens_are_never_drawn(draws):
   assert draws[WEIGHTS == 0].sum() == 0
-  assert draws[4] >= 0  # The 1e-3 token is allowed (expected ~3 draws), not required.
 
 
 @pytest.mark.parametrize("u, expected", [
