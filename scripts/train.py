@@ -67,8 +67,12 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
           eval_every: int = 0, eval_examples: int = 256, eval_batch_size: int = 64,
           teacher_dir: str | None = None, distill_ce_weight: float = 0.0,
           distill_temperature: float = 1.0, export_dir: str | None = None,
-          stop_time: str | None = None, init_from: str | None = None, log=print) -> dict:
+          stop_time: str | None = None, init_from: str | None = None,
+          buckets: tuple = (16, 32, 64), log=print) -> dict:
   """Trains (or distils, when `teacher_dir` is set) and returns a summary dict.
+
+  `buckets`: the padded lengths of the training batches; each is one compile of the train step
+  (on a GPU, where a step is cheap and a compile is not, `(max_length,)` is one compile).
 
   `init_from`: a `T5Model.save` directory whose parameters start a new run (a warm start with a
   fresh optimizer and schedule); its config must equal `model_config` up to dropout. Ignored once
@@ -84,6 +88,10 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   training.task_prefix(task)  # ValueError listing the known tasks.
   if train_steps <= 0:
     raise ValueError(f"train_steps must be positive, got {train_steps}")
+  buckets = tuple(sorted(int(b) for b in buckets))
+  if not buckets or buckets[0] <= 0 or buckets[-1] < max_length:
+    raise ValueError(f"buckets must be positive lengths, the largest >= max_length={max_length}; "
+                     f"got {buckets}")
   deadline = _deadline(stop_time)
   model_dir = os.path.abspath(model_dir)
   os.makedirs(model_dir, exist_ok=True)
@@ -94,7 +102,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   sp = training.tokenizer()
   pairs = data.read_pairs(task, "train")
   inputs, targets = training.tokenize_pairs(pairs, task=task, max_length=max_length, sp=sp)
-  batches = training.Batches(inputs, targets, batch_size=batch_size, seed=seed)
+  batches = training.Batches(inputs, targets, batch_size=batch_size, seed=seed,
+                             buckets=buckets)
   valid = data.read_pairs(task, "validation")[:eval_examples]
   log(f"{task}: {len(inputs)} of {len(pairs)} train pairs fit {max_length} tokens; "
       f"{batches.batches_per_epoch} batches of {batch_size} per epoch "

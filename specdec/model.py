@@ -45,6 +45,15 @@ def abstract_params(config: T5Config) -> Params:
   return nn.unbox(jax.eval_shape(_init_params, config, jax.random.PRNGKey(0)))
 
 
+def on_default_device(abstract_tree: Any) -> Any:
+  """`abstract_tree`'s `ShapeDtypeStruct`s placed on this process's first device: an orbax restore
+  target that does not depend on where the checkpoint was written (a checkpoint saved on a CPU
+  restores onto a GPU, and back)."""
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_tree)
+
+
 def logical_axes(config: T5Config) -> Params:
   """The parameter tree of `config` with a `PartitionSpec` of logical axis names at each leaf."""
   boxed = jax.eval_shape(_init_params, config, jax.random.PRNGKey(0))
@@ -152,7 +161,8 @@ class T5Model:
     if not os.path.isdir(params_path):
       raise ValueError(f"Checkpoint parameters not found: {params_path}")
     try:
-      params = ocp.StandardCheckpointer().restore(params_path, abstract_params(config))
+      params = ocp.StandardCheckpointer().restore(params_path,
+                                                   on_default_device(abstract_params(config)))
     except Exception as e:  # orbax raises many types; name the checkpoint either way.
       raise ValueError(f"Could not restore parameters from {params_path}: {e}") from e
     return cls.from_params(config, params, source=params_path)

@@ -17,6 +17,7 @@ Everything here is plain Python/JAX (no gin); `scripts/train.py` wires it to gin
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Iterable, Sequence
 
@@ -273,10 +274,16 @@ def kl_on_batch(teacher: T5Model, student: T5Model, batch: dict) -> float:
 # Data.
 
 
+@functools.lru_cache(maxsize=None)
 def tokenizer():
-  """The committed SentencePiece processor (`specdec.data.vocabulary().tokenizer`)."""
+  """The committed SentencePiece processor: the model behind `specdec.data.vocabulary()`, loaded
+  with sentencepiece alone, so that training and evaluation need neither seqio nor tensorflow
+  (e.g. on an accelerator host that has only JAX)."""
+  import sentencepiece  # pylint: disable=g-import-not-at-top
   from specdec import data  # pylint: disable=g-import-not-at-top
-  return data.vocabulary().tokenizer
+  if not os.path.exists(data.VOCAB_PATH):
+    raise ValueError(f"missing vocabulary {data.VOCAB_PATH}; run scripts/train_vocab.py")
+  return sentencepiece.SentencePieceProcessor(model_file=data.VOCAB_PATH)
 
 
 def task_prefix(task: str) -> str:
@@ -418,7 +425,9 @@ class Checkpoints:
     if step is None:
       raise ValueError(f"no checkpoint in {self.directory}")
     try:
-      return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract_state))
+      from specdec.model import on_default_device  # pylint: disable=g-import-not-at-top
+      return self.manager.restore(
+          step, args=self._ocp.args.StandardRestore(on_default_device(abstract_state)))
     except Exception as e:  # orbax raises many types; name the checkpoint either way.
       raise ValueError(f"could not restore step {step} from {self.directory}: {e}") from e
 

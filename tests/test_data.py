@@ -118,6 +118,17 @@ def test_vocabulary():
     assert vocab.decode(ids) == s
 
 
+def test_training_tokenizer_is_the_seqio_vocabulary_without_seqio():
+  """training.tokenizer() loads the same model with sentencepiece alone (no tensorflow)."""
+  from specdec import training  # pylint: disable=g-import-not-at-top
+  sp = training.tokenizer()
+  vocab = data.vocabulary()
+  text = ["Choose Format - Cells to open the dialog.", "Übermaß „Größe“ 3 Dateien."]
+  assert [list(vocab.encode(t)) for t in text] == sp.EncodeAsIds(text)
+  assert sp.piece_size() == vocab.vocab_size
+  assert (sp.pad_id(), sp.eos_id(), sp.unk_id()) == (data.PAD_ID, data.EOS_ID, data.UNK_ID)
+
+
 def _corrupt_copy(tmp_path, rel, drop_lines=1):
   """Copies the data dir's COUNTS.json and one file, minus some lines."""
   tmp_data = tmp_path / "data"

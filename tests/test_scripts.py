@@ -140,3 +140,27 @@ def test_bench_sampling_times_both_draws(tmp_path):
     assert row["us_per_draw_inverse_cdf"] > 0 and row["us_per_draw_gumbel_max"] > 0
   with pytest.raises(SystemExit):
     script.main(["--draws", "0"])
+
+
+def test_check_greedy_parity_passes_and_reports_a_planted_mismatch(stand_in_pair, monkeypatch):
+  script = load_script("check_greedy_parity")
+  assert script.first_mismatches(np.array([[5, 6, 7], [5, 6, 7]]),
+                                 np.array([[5, 6, 7], [5, 9, 8]])) == [(1, 1)]
+  paths = ["--target", os.path.join(stand_in_pair, "ende", "target"),
+           "--draft", os.path.join(stand_in_pair, "ende", "draft")]
+  args = paths + ["--num_sentences", "3", "--batch_size", "2", "--max_decode_len", "6"]
+  result = script.main(args)
+  assert result["sentences"] == 3 and result["mismatching_sentences"] == 0
+
+  import specdec  # pylint: disable=g-import-not-at-top
+  real = specdec.speculative_generate
+
+  def off_by_one_at_position_2(*a, **kw):
+    out = real(*a, **kw)
+    tokens = np.asarray(out.tokens).copy()
+    tokens[0, 2] = (tokens[0, 2] + 1) % 4096
+    return out.replace(tokens=tokens)
+
+  monkeypatch.setattr(specdec, "speculative_generate", off_by_one_at_position_2)
+  with pytest.raises(SystemExit, match="differ"):
+    script.main(args)

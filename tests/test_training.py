@@ -180,6 +180,13 @@ def test_missing_gin_file_is_named():
     assert os.path.isfile(script.resolve_gin_files([name], [REPO])[0])
 
 
+def test_train_rejects_buckets_shorter_than_max_length():
+  script = load_script("train")
+  with pytest.raises(ValueError, match="buckets"):
+    script.train(model_config=TINY, model_dir="/nonexistent", train_steps=1, max_length=64,
+                 buckets=(16, 32))
+
+
 def test_warm_start_loads_saved_params_and_rejects_another_config(tiny_target, tmp_path):
   script = load_script("train")
   path = str(tmp_path / "saved")
