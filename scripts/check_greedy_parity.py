@@ -50,6 +50,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--max_decode_len", type=int, default=48)
   parser.add_argument("--precision", default=None, choices=["default", "high", "highest"],
                       help="jax_default_matmul_precision (default: leave JAX's setting)")
+  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                      help="compute dtype of both models (T5Config.dtype; default: as saved)")
   args = parser.parse_args(argv)
   if args.num_sentences <= 0 or args.batch_size <= 0:
     raise ValueError("--num_sentences and --batch_size must be positive")
@@ -61,6 +63,8 @@ def main(argv=None) -> dict:
   from specdec import T5Model, data, generate, speculative_generate, training  # pylint: disable=g-import-not-at-top
 
   target, draft = T5Model.load(args.target), T5Model.load(args.draft)
+  if args.dtype:
+    target, draft = (T5Model(m.config.replace(dtype=args.dtype), m.params) for m in (target, draft))
   sources = [s for s, _ in data.read_pairs("specdec_ende", "test")][:args.num_sentences]
   inputs = training.encode(sources, max_length=64, prefix=training.task_prefix("specdec_ende"))
   mismatches, compared = [], 0
@@ -79,6 +83,7 @@ def main(argv=None) -> dict:
                            "top1_minus_top2_logit": float(top2[1] - top2[0])})
     compared += real
   result = {"device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
+            "dtype": target.config.dtype,
             "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
             "sentences": compared, "mismatching_sentences": len(mismatches),
             "mismatches": mismatches}
