@@ -105,6 +105,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   batches = training.Batches(inputs, targets, batch_size=batch_size, seed=seed,
                              buckets=buckets)
   valid = data.read_pairs(task, "validation")[:eval_examples]
+  valid_inputs, valid_targets = training.tokenize_pairs(valid, task=task, max_length=max_length,
+                                                        drop_long=False, sp=sp)
   log(f"{task}: {len(inputs)} of {len(pairs)} train pairs fit {max_length} tokens; "
       f"{batches.batches_per_epoch} batches of {batch_size} per epoch "
       f"(tokenised in {time.time() - t0:.1f}s)")
@@ -142,12 +144,16 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   def run_eval(step):
     model = T5Model(model_config, state.params)
     t = time.time()
+    cross_entropy = training.cross_entropy_per_token(
+        trainer, state.params, valid_inputs, valid_targets, batch_size=eval_batch_size,
+        buckets=buckets)
     bleu, preds = training.evaluate_bleu(model, valid, task=task, batch_size=eval_batch_size,
                                          sp=sp)
     writer.add_scalar("eval/bleu", bleu, step)
-    log(f"step {step}: validation BLEU {bleu:.2f} on {len(valid)} pairs ({time.time() - t:.0f}s); "
-        f"e.g. {valid[0][0]!r} -> {preds[0]!r}")
-    return bleu
+    writer.add_scalar("eval/cross_entropy", cross_entropy, step)
+    log(f"step {step}: validation BLEU {bleu:.2f}, cross-entropy {cross_entropy:.3f} nats/token "
+        f"on {len(valid)} pairs ({time.time() - t:.0f}s); e.g. {valid[0][0]!r} -> {preds[0]!r}")
+    return bleu, cross_entropy
 
   seg_start = time.time()
   bar = tqdm.tqdm(total=train_steps, initial=start_step, dynamic_ncols=True, mininterval=10,
@@ -190,7 +196,7 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
              "segments": history, "wall_s_total": round(sum(h["wall_s"] for h in history), 1),
              "final_train_metrics": last, "num_params": T5Model(model_config, state.params).num_params}
   if eval_examples and step > start_step:
-    summary["validation_bleu"] = run_eval(step)
+    summary["validation_bleu"], summary["validation_cross_entropy"] = run_eval(step)
     summary["validation_examples"] = len(valid)
   if export_dir:
     T5Model(model_config, state.params).save(export_dir)

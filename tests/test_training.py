@@ -211,3 +211,20 @@ def test_save_for_inference_rounds_to_bfloat16(tiny_target, tmp_path):
     np.testing.assert_array_equal(a, b.astype(jnp.bfloat16).astype(jnp.float32))
   with pytest.raises(ValueError, match="dtype"):
     training.save_for_inference(tiny_target, path, dtype="int8")
+
+
+def test_cross_entropy_per_token_is_the_mean_over_target_tokens(trainer):
+  batch = _synthetic_batch(seed=3)
+  params = T5Model.init(TINY_DROPOUT, 0).params
+  rows_in = [r[r > 0] for r in batch["inputs"]]
+  rows_tg = [r[r > 0] for r in batch["targets"]]
+  got = training.cross_entropy_per_token(trainer, params, rows_in, rows_tg, batch_size=3,
+                                         buckets=(8,))
+  # Reference: deterministic logits on the whole batch, CE summed over real target tokens.
+  logits = T5Model(TINY_DROPOUT, params).logits(batch["inputs"],
+                                                training.shift_right(batch["targets"]))
+  weights = (batch["targets"] > 0).astype(np.float32)
+  total, _ = training.cross_entropy_with_z_loss(logits, batch["targets"], weights, z_loss=0.0)
+  np.testing.assert_allclose(got, float(total) / weights.sum(), rtol=1e-5)
+  with pytest.raises(ValueError, match="inputs and targets"):
+    training.cross_entropy_per_token(trainer, params, rows_in, rows_tg[:1])
