@@ -46,12 +46,15 @@ def abstract_params(config: T5Config) -> Params:
 
 
 def on_default_device(abstract_tree: Any) -> Any:
-  """`abstract_tree`'s `ShapeDtypeStruct`s placed on this process's first device: an orbax restore
-  target that does not depend on where the checkpoint was written (a checkpoint saved on a CPU
-  restores onto a GPU, and back)."""
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  """`abstract_tree`'s `ShapeDtypeStruct`s, those without a sharding placed on this process's first
+  device: an orbax restore target that does not depend on where the checkpoint was written (a
+  checkpoint saved on a CPU restores onto a GPU, and back). Leaves that carry a sharding (e.g. a
+  mesh's `NamedSharding`) keep it."""
+  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_tree)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=getattr(x, "sharding", None) or default),
+      abstract_tree)
 
 
 def logical_axes(config: T5Config) -> Params:

@@ -307,3 +307,15 @@ def test_init_rejects_non_config():
   with pytest.raises(TypeError, match="config"):
     T5Model.init({"vocab_size": 32}, 0)
 
+
+
+def test_on_default_device_places_unsharded_leaves_and_keeps_shardings():
+  on_default_device = model_lib.on_default_device
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  named = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  tree = {"plain": jax.ShapeDtypeStruct((4,), np.float32),
+          "sharded": jax.ShapeDtypeStruct((4,), np.float32, sharding=named)}
+  placed = on_default_device(tree)
+  assert placed["plain"].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  assert placed["sharded"].sharding == named
+  assert placed["plain"].shape == (4,) and placed["plain"].dtype == np.float32
