@@ -126,14 +126,19 @@ def hide_gpus_from_tensorflow():
     pass
 
 
+def vocab_path() -> str:
+  """VOCAB_PATH, or a ValueError naming it when the committed model is missing."""
+  if not os.path.exists(VOCAB_PATH):
+    raise ValueError(f"missing vocabulary {VOCAB_PATH}; run "
+                     "scripts/train_vocab.py")
+  return VOCAB_PATH
+
+
 @functools.lru_cache(maxsize=None)
 def vocabulary():
   """The committed SentencePiece vocabulary (T5 ids: pad 0, eos 1, unk 2)."""
   import seqio  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(VOCAB_PATH):
-    raise ValueError(f"missing vocabulary {VOCAB_PATH}; run "
-                     "scripts/train_vocab.py")
-  return seqio.SentencePieceVocabulary(VOCAB_PATH)
+  return seqio.SentencePieceVocabulary(vocab_path())
 
 
 def get_task(name: str):

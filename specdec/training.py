@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from specdec.config import T5Config
-from specdec.model import T5Model
+from specdec.model import T5Model, on_default_device
 from specdec.network import transformer
 
 Array = jax.Array
@@ -281,9 +281,7 @@ def tokenizer():
   (e.g. on an accelerator host that has only JAX)."""
   import sentencepiece  # pylint: disable=g-import-not-at-top
   from specdec import data  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(data.VOCAB_PATH):
-    raise ValueError(f"missing vocabulary {data.VOCAB_PATH}; run scripts/train_vocab.py")
-  return sentencepiece.SentencePieceProcessor(model_file=data.VOCAB_PATH)
+  return sentencepiece.SentencePieceProcessor(model_file=data.vocab_path())
 
 
 def task_prefix(task: str) -> str:
@@ -425,7 +423,6 @@ class Checkpoints:
     if step is None:
       raise ValueError(f"no checkpoint in {self.directory}")
     try:
-      from specdec.model import on_default_device  # pylint: disable=g-import-not-at-top
       return self.manager.restore(
           step, args=self._ocp.args.StandardRestore(on_default_device(abstract_state)))
     except Exception as e:  # orbax raises many types; name the checkpoint either way.

@@ -308,7 +308,6 @@ def test_init_rejects_non_config():
     T5Model.init({"vocab_size": 32}, 0)
 
 
-
 def test_on_default_device_places_unsharded_leaves_and_keeps_shardings():
   on_default_device = model_lib.on_default_device
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
