@@ -44,18 +44,28 @@ def t5_config(**kwargs):
 gin.external_configurable(t5_config, name="T5Config")
 
 
-def _deadline(stop_time: str | None) -> float | None:
-  """'HH:MM' (UTC, today) or a POSIX timestamp → POSIX timestamp."""
+def _deadline(stop_time: str | float | None, now: datetime.datetime | None = None
+              ) -> float | None:
+  """'HH:MM' (UTC, its next occurrence) or a POSIX timestamp → POSIX timestamp.
+
+  'HH:MM' already past today means tomorrow: a run started at 23:50 with '01:30' stops at
+  01:30 the next day, not at once.
+  """
   if stop_time is None:
     return None
   if isinstance(stop_time, (int, float)):
     return float(stop_time)
   try:
     hh, mm = (int(x) for x in str(stop_time).split(":"))
+    if not (0 <= hh < 24 and 0 <= mm < 60):
+      raise ValueError
   except ValueError as e:
     raise ValueError(f"stop_time must be 'HH:MM' (UTC) or a timestamp, got {stop_time!r}") from e
-  now = datetime.datetime.now(datetime.timezone.utc)
-  return now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+  now = now or datetime.datetime.now(datetime.timezone.utc)
+  deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+  if deadline <= now:
+    deadline += datetime.timedelta(days=1)
+  return deadline.timestamp()
 
 
 @gin.configurable(denylist=["log"])

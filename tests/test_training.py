@@ -1,5 +1,6 @@
 """specdec.training and scripts/train.py on tiny configs: loss, resumable checkpoints, distillation."""
 
+import datetime
 import os
 
 import jax
@@ -228,3 +229,18 @@ def test_cross_entropy_per_token_is_the_mean_over_target_tokens(trainer):
   np.testing.assert_allclose(got, float(total) / weights.sum(), rtol=1e-5)
   with pytest.raises(ValueError, match="inputs and targets"):
     training.cross_entropy_per_token(trainer, params, rows_in, rows_tg[:1])
+
+
+def test_stop_time_is_the_next_occurrence_and_checked():
+  script = load_script("train")
+  utc = datetime.timezone.utc
+  late = datetime.datetime(2026, 11, 26, 23, 50, tzinfo=utc)
+  assert script._deadline("01:30", now=late) == datetime.datetime(
+      2026, 11, 27, 1, 30, tzinfo=utc).timestamp()
+  assert script._deadline("23:55", now=late) == datetime.datetime(
+      2026, 11, 26, 23, 55, tzinfo=utc).timestamp()
+  assert script._deadline(1795744200) == 1795744200.0
+  assert script._deadline(None) is None
+  for bad in ("25:00", "12:60", "noon"):
+    with pytest.raises(ValueError, match="stop_time"):
+      script._deadline(bad)
