@@ -1,7 +1,9 @@
-"""The shipped EN→DE pair: it loads, distillation pays, and (once trained enough) it translates.
+"""The shipped EN→DE pair: it loads, distillation pays, and it translates.
 
-Numbers from the shipped checkpoints (see specdec/assets/checkpoints/ende/TRAINING.md); the
-thresholds leave room for nothing but a broken pair or a broken decoder to fail them.
+Numbers from the shipped checkpoints (see specdec/assets/checkpoints/ende/TRAINING.md). On these
+64 sentences the target scores BLEU 21.9 against 6.3 for copying (the bar is copy + 5), and greedy
+α is 0.609 (distilled) against 0.588 (plain): a thin but deterministic margin (greedy decoding,
+fixed checkpoints); a re-trained pair has to re-earn it.
 """
 
 import numpy as np
@@ -37,11 +39,6 @@ def test_names_and_shapes(pair):
   assert pair.draft.num_params * 4 < pair.target.num_params
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue C is open: the shipped target generalises poorly (19 epochs, mostly without "
-    "dropout; whole test split: BLEU 5.15 against 6.24 for copying the source, while its plain "
-    "1.1M draft reaches 8.72). Strict: when a better target ships, this XPASSes and fails until "
-    "the marker is removed."))
 def test_translates_well_above_copying(pair, test_batch):
   pairs, tokens = test_batch
   out = specdec.generate(pair.target, tokens, max_decode_len=MAX_LEN)
