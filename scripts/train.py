@@ -9,6 +9,10 @@ Distillation of a draft from a saved target (`T5Model.save` directory):
   python scripts/train.py --gin_file=configs/models/ende_draft.gin \
       --gin_file=configs/runs/distill.gin --gin.TEACHER_DIR="'/path/to/target'" ...
 
+Distillation on the target's own outputs (DistillSpec's teacher-generated data; the file from
+`scripts/make_distill_data.py`) instead of the labels: add
+`--gin.train.distill_targets="'/path/to/outputs.npz'"`.
+
 Macros (as in T5X): MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, TASK, LEARNING_RATE, TEACHER_DIR, ...
 (see configs/runs/*.gin). Any parameter of `train` can be bound with `--gin.train.NAME=VALUE`.
 Runs are resumable: the latest orbax checkpoint in MODEL_DIR/checkpoints is restored, and the data
@@ -68,6 +72,24 @@ def _deadline(stop_time: str | float | None, now: datetime.datetime | None = Non
   return deadline.timestamp()
 
 
+def _load_distill_targets(path: str, *, teacher_dir: str, task: str, max_length: int, log):
+  """(inputs, teacher outputs) from a `specdec.distill_data` file, checked against the run."""
+  from specdec import distill_data  # pylint: disable=g-import-not-at-top
+  inputs, targets, meta = distill_data.load(path)
+  if meta.get("task", task) != task:
+    raise ValueError(f"{path} holds outputs for task {meta['task']!r}, not {task!r}")
+  made_by = meta.get("teacher")
+  if made_by and os.path.abspath(made_by) != os.path.abspath(teacher_dir):
+    log(f"warning: {path} was decoded by {made_by}, distilling from {teacher_dir}")
+  keep = [i for i in range(len(inputs))
+          if len(inputs[i]) <= max_length and len(targets[i]) <= max_length]
+  log(f"distillation targets: {len(keep)} of {len(inputs)} teacher outputs from {path} "
+      f"(temperature {meta.get('temperature')})")
+  if not keep:
+    raise ValueError(f"{path}: no pair fits max_length={max_length}")
+  return [inputs[i] for i in keep], [targets[i] for i in keep]
+
+
 @gin.configurable(denylist=["log"])
 def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
           task: str = "specdec_ende", batch_size: int = 64, optimizer: str = "adamw",
@@ -78,7 +100,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
           teacher_dir: str | None = None, distill_ce_weight: float = 0.0,
           distill_temperature: float = 1.0, export_dir: str | None = None,
           stop_time: str | None = None, init_from: str | None = None,
-          buckets: tuple = (16, 32, 64), log=print) -> dict:
+          distill_targets: str | None = None, buckets: tuple = (16, 32, 64),
+          log=print) -> dict:
   """Trains (or distils, when `teacher_dir` is set) and returns a summary dict.
 
   `buckets`: the padded lengths of the training batches; each is one compile of the train step
@@ -87,6 +110,10 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   `init_from`: a `T5Model.save` directory whose parameters start a new run (a warm start with a
   fresh optimizer and schedule); its config must equal `model_config` up to dropout. Ignored once
   MODEL_DIR holds a checkpoint (resuming wins).
+
+  `distill_targets`: a `specdec.distill_data` file of (train input, teacher output) pairs, used
+  instead of the task's train pairs; needs `teacher_dir` (the loss is the KL to the teacher's
+  logits along its own outputs), and the file must have been decoded by that teacher.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -102,6 +129,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   if not buckets or buckets[0] <= 0 or buckets[-1] < max_length:
     raise ValueError(f"buckets must be positive lengths, the largest >= max_length={max_length}; "
                      f"got {buckets}")
+  if distill_targets and not teacher_dir:
+    raise ValueError("distill_targets needs teacher_dir (the teacher whose outputs they are)")
   deadline = _deadline(stop_time)
   model_dir = os.path.abspath(model_dir)
   os.makedirs(model_dir, exist_ok=True)
@@ -112,12 +141,16 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   sp = training.tokenizer()
   pairs = data.read_pairs(task, "train")
   inputs, targets = training.tokenize_pairs(pairs, task=task, max_length=max_length, sp=sp)
+  if distill_targets:
+    inputs, targets = _load_distill_targets(distill_targets, teacher_dir=teacher_dir,
+                                            task=task, max_length=max_length, log=log)
   batches = training.Batches(inputs, targets, batch_size=batch_size, seed=seed,
                              buckets=buckets)
   valid = data.read_pairs(task, "validation")[:eval_examples]
   valid_inputs, valid_targets = training.tokenize_pairs(valid, task=task, max_length=max_length,
                                                         drop_long=False, sp=sp)
-  log(f"{task}: {len(inputs)} of {len(pairs)} train pairs fit {max_length} tokens; "
+  source = "teacher-output" if distill_targets else f"of {len(pairs)}"
+  log(f"{task}: {len(inputs)} {source} train pairs fit {max_length} tokens; "
       f"{batches.batches_per_epoch} batches of {batch_size} per epoch "
       f"(tokenised in {time.time() - t0:.1f}s)")
 
