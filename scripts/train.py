@@ -17,6 +17,8 @@ Macros (as in T5X): MODEL_DIR, TRAIN_STEPS, BATCH_SIZE, TASK, LEARNING_RATE, TEA
 (see configs/runs/*.gin). Any parameter of `train` can be bound with `--gin.train.NAME=VALUE`.
 Runs are resumable: the latest orbax checkpoint in MODEL_DIR/checkpoints is restored, and the data
 order and dropout keys are functions of (seed, step). TensorBoard metrics go to MODEL_DIR/tb.
+It runs on JAX's default backend (a GPU or TPU when one is there; `JAX_PLATFORMS=cpu` forces
+the CPU) and logs the devices it uses.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 
@@ -177,6 +178,7 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
     state = ckpts.restore(trainer.abstract_state(params))
     log(f"resumed from step {int(state.step)} in {ckpts.directory}")
   log(f"model: {T5Model(model_config, state.params).num_params:,} params; config {model_config}")
+  log(f"devices: {jax.devices()}")
 
   writer = SummaryWriter(os.path.join(model_dir, "tb"))
   start_step = int(state.step)
