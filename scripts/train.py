@@ -114,7 +114,7 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
 
   `distill_targets`: a `specdec.distill_data` file of (train input, teacher output) pairs, used
   instead of the task's train pairs; needs `teacher_dir` (the loss is the KL to the teacher's
-  logits along its own outputs), and the file must have been decoded by that teacher.
+  logits along its own outputs); a file decoded by another teacher is logged as a warning.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -140,17 +140,19 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
 
   t0 = time.time()
   sp = training.tokenizer()
-  pairs = data.read_pairs(task, "train")
-  inputs, targets = training.tokenize_pairs(pairs, task=task, max_length=max_length, sp=sp)
   if distill_targets:
     inputs, targets = _load_distill_targets(distill_targets, teacher_dir=teacher_dir,
                                             task=task, max_length=max_length, log=log)
+    source = "teacher-output"
+  else:
+    pairs = data.read_pairs(task, "train")
+    inputs, targets = training.tokenize_pairs(pairs, task=task, max_length=max_length, sp=sp)
+    source = f"of {len(pairs)}"
   batches = training.Batches(inputs, targets, batch_size=batch_size, seed=seed,
                              buckets=buckets)
   valid = data.read_pairs(task, "validation")[:eval_examples]
   valid_inputs, valid_targets = training.tokenize_pairs(valid, task=task, max_length=max_length,
                                                         drop_long=False, sp=sp)
-  source = "teacher-output" if distill_targets else f"of {len(pairs)}"
   log(f"{task}: {len(inputs)} {source} train pairs fit {max_length} tokens; "
       f"{batches.batches_per_epoch} batches of {batch_size} per epoch "
       f"(tokenised in {time.time() - t0:.1f}s)")

@@ -86,8 +86,7 @@ def teacher_outputs(teacher: T5Model, inputs: Sequence[np.ndarray], *, batch_siz
 def _flatten(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   offsets = np.zeros(len(rows) + 1, np.int64)
   offsets[1:] = np.cumsum([len(r) for r in rows])
-  ids = np.concatenate([np.asarray(r, np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
-  return ids, offsets
+  return np.concatenate([np.asarray(r, np.int32) for r in rows]), offsets
 
 
 def save(path: str, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], *,

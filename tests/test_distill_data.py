@@ -1,24 +1,15 @@
 """specdec.distill_data: the target's own outputs as distillation data, and their file."""
 
-import os
-
 import numpy as np
 import pytest
 
 from conftest import TINY, load_script
-from specdec import distill_data, generate
+from specdec import distill_data, generate, training
 
 
 def _inputs(lengths, seed=0, vocab=32):
   rng = np.random.default_rng(seed)
   return [np.concatenate([rng.integers(3, vocab, n - 1), [1]]).astype(np.int32) for n in lengths]
-
-
-def _pad(rows, length):
-  out = np.zeros((len(rows), length), np.int32)
-  for i, r in enumerate(rows):
-    out[i, :len(r)] = r
-  return out
 
 
 def _cut_at_eos(row):
@@ -30,7 +21,7 @@ def test_teacher_outputs_are_greedy_outputs_cut_at_eos_in_input_order(tiny_targe
   # Lengths out of order: the function decodes sorted by length and must return input order.
   inputs = _inputs([9, 3, 12, 5, 7, 4])
   outputs = distill_data.teacher_outputs(tiny_target, inputs, batch_size=8, max_decode_len=10)
-  expected = np.asarray(generate(tiny_target, _pad(inputs, 16), max_decode_len=10).tokens)
+  expected = np.asarray(generate(tiny_target, training.pad_rows(inputs, 16), max_decode_len=10).tokens)
   assert len(outputs) == len(inputs)
   for got, row in zip(outputs, expected):
     assert got.dtype == np.int32
@@ -128,4 +119,3 @@ def test_train_reads_teacher_outputs_and_checks_them(tmp_path):
   script._load_distill_targets(path, teacher_dir="/other", task="specdec_ende", max_length=64,
                                log=log.append)
   assert "warning" in log[-2] and "/other" in log[-2]
-  assert os.path.exists(path)
