@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 # XLA compile time dominates these tests; optimisations buy nothing on tiny models.
 jax.config.update("jax_disable_most_optimizations", True)
 
-from specdec import T5Config, T5Model  # noqa: E402
+from specdec import T5Model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,10 +32,7 @@ def load_script(name: str):
   return sys.modules[module_name]
 
 
-TINY = T5Config(vocab_size=32, emb_dim=16, num_heads=2, num_encoder_layers=1,
-                num_decoder_layers=2, head_dim=8, mlp_dim=24)
-TINY_DRAFT = TINY.replace(emb_dim=8, num_decoder_layers=1, head_dim=4, mlp_dim=12,
-                          mlp_activations=("relu",), logits_via_embedding=True)
+from specdec.testing import TINY, TINY_DRAFT  # noqa: E402,F401  (re-exported to the tests)
 
 
 @pytest.fixture(scope="session")
