@@ -46,6 +46,64 @@ class Draft(Protocol):
     """Sets each row's position `[B]`: later entries must never influence results again."""
 
 
+@runtime_checkable
+class EncodingTarget(Protocol):
+  """A target whose encoder output a draft can share (a `T5Model` is one)."""
+
+  def encode(self, encoder_input_tokens: Array) -> Array:
+    """int32 `[B, S]` encoder inputs → the encoder's output `[B, S, emb]`."""
+
+  def start(self, encoder_input_tokens: Array, *, cache_length: int,
+            encoded: Array | None = None) -> State:
+    """As `Draft.start`; given `encoded` (this model's `encode` of the same inputs) it does not
+    encode again."""
+
+
+@runtime_checkable
+class TargetEncoderDraft(Protocol):
+  """A draft that reads the target's encoder output instead of encoding the input itself.
+
+  `speculative_generate` encodes the input once with the target and starts both models from
+  that output (as T5X binds `encoded_inputs` into `tokens_to_logits` before its loop); the loop
+  body does not know which kind of draft it drives. Apart from `start`, such a draft is a `Draft`.
+  """
+
+  def check_target(self, target: Any) -> None:
+    """Raises ValueError naming both sides if `target`'s encoder is not one this draft reads."""
+
+  def start_from_encoded(self, encoder_input_tokens: Array, encoded: Array, *,
+                         cache_length: int) -> State:
+    """State for the inputs `[B, S]` given the target's encoder output `encoded` `[B, S, emb]`."""
+
+
+def reads_target_encoder(draft: Any) -> bool:
+  return isinstance(draft, TargetEncoderDraft)
+
+
+def check_pair(target: Any, draft: Any) -> None:
+  """Checks that `draft` can propose for `target` (vocabularies; a shared encoder's shape)."""
+  if draft.vocab_size != target.vocab_size:
+    raise ValueError(f"draft and target vocabularies differ: draft.vocab_size="
+                     f"{draft.vocab_size}, target.vocab_size={target.vocab_size}")
+  if reads_target_encoder(draft):
+    if not isinstance(target, EncodingTarget):
+      raise TypeError(f"draft {type(draft).__name__} reads the target's encoder output, but the "
+                      f"target ({type(target).__name__}) has no `encode` method")
+    draft.check_target(target)
+
+
+def start_pair(target: Any, draft: Any, encoder_input_tokens: Array, *,
+               cache_length: int) -> tuple[State, State]:
+  """Both models' states for one batch of inputs; the input is encoded once by the target, and
+  a `TargetEncoderDraft` starts from that encoding."""
+  if reads_target_encoder(draft):
+    encoded = target.encode(encoder_input_tokens)
+    return (target.start(encoder_input_tokens, cache_length=cache_length, encoded=encoded),
+            draft.start_from_encoded(encoder_input_tokens, encoded, cache_length=cache_length))
+  return (target.start(encoder_input_tokens, cache_length=cache_length),
+          draft.start(encoder_input_tokens, cache_length=cache_length))
+
+
 def check_draft(obj: Any, *, name: str = "draft") -> None:
   if not isinstance(obj, Draft):
     raise TypeError(f"{name} must implement specdec.drafts.Draft (vocab_size, start, extend, "

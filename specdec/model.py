@@ -2,7 +2,8 @@
 
 A `T5Model` is a pytree (params are its leaves, the config is static), so it can be passed straight
 into jitted functions. Besides teacher-forced `logits`, it implements the cached language-model
-protocol the decoders use (`start`, `extend`, `rewind`; see `specdec.drafts.Draft`).
+protocol the decoders use (`start`, `extend`, `rewind`; see `specdec.drafts.Draft`), and `encode`,
+which lets a `SharedEncoderDraft` read its encoder output.
 """
 
 from __future__ import annotations
@@ -69,15 +70,27 @@ def _logits(config: T5Config, params: Params, encoder_tokens: Array, decoder_tok
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _start(config: T5Config, params: Params, encoder_tokens: Array, length: int) -> DecoderCache:
-  return start_cache(config, params, encoder_tokens, length)
+def _start(config: T5Config, params: Params, encoder_tokens: Array, length: int,
+           encoded: Array | None = None) -> DecoderCache:
+  return start_cache(config, params, encoder_tokens, length, encoded)
 
 
-def start_cache(config: T5Config, params: Params, encoder_tokens: Array,
-                length: int) -> DecoderCache:
-  """Encodes once, computes cross-attention keys/values once, allocates an empty cache."""
+def encode(config: T5Config, params: Params, encoder_tokens: Array) -> Array:
+  """The encoder's output `[B, S, emb]` (config dtype) for int32 `[B, S]` inputs."""
   net = transformer(config)
-  encoded = net.apply({"params": params}, encoder_tokens, method=net.encode)
+  return net.apply({"params": params}, encoder_tokens, method=net.encode)
+
+
+_encode = jax.jit(encode, static_argnums=0)
+
+
+def start_cache(config: T5Config, params: Params, encoder_tokens: Array, length: int,
+                encoded: Array | None = None) -> DecoderCache:
+  """Encodes once (unless given `encoded`, the encoder's output for these inputs), computes
+  cross-attention keys/values once, allocates an empty cache."""
+  net = transformer(config)
+  if encoded is None:
+    encoded = encode(config, params, encoder_tokens)
   cross_keys, cross_values = net.apply({"params": params}, encoded, method=net.cross_kv)
   batch = encoder_tokens.shape[0]
   shape = (config.num_decoder_layers, batch, length, config.num_heads, config.head_dim)
@@ -191,13 +204,27 @@ class T5Model:
 
   # The cached language-model protocol (specdec.drafts.Draft); all three are traceable.
 
-  def start(self, encoder_input_tokens: Array, *, cache_length: int) -> DecoderCache:
-    """An empty decoder cache of `cache_length` positions for these encoder inputs."""
+  def encode(self, encoder_input_tokens: Array) -> Array:
+    """The encoder's output `[B, S, emb_dim]` (config dtype) for int `[B, S]` inputs."""
     if isinstance(encoder_input_tokens, jax.core.Tracer):
-      return start_cache(self.config, self.params, encoder_input_tokens, cache_length)
+      return encode(self.config, self.params, encoder_input_tokens)
+    enc = check_tokens("encoder_input_tokens", encoder_input_tokens, vocab_size=self.vocab_size)
+    return _encode(self.config, self.params, enc)
+
+  def start(self, encoder_input_tokens: Array, *, cache_length: int,
+            encoded: Array | None = None) -> DecoderCache:
+    """An empty decoder cache of `cache_length` positions for these encoder inputs; `encoded`
+    (this model's `encode` of them) skips encoding them again."""
+    if isinstance(encoder_input_tokens, jax.core.Tracer):
+      return start_cache(self.config, self.params, encoder_input_tokens, cache_length, encoded)
     check_positive_int("cache_length", cache_length)
     enc = check_tokens("encoder_input_tokens", encoder_input_tokens, vocab_size=self.vocab_size)
-    return _start(self.config, self.params, enc, cache_length)
+    if encoded is not None:
+      expected = enc.shape + (self.config.emb_dim,)
+      if tuple(encoded.shape) != expected:
+        raise ValueError(f"encoded must be [B, S, emb_dim] = {list(expected)}, got "
+                         f"{list(encoded.shape)}")
+    return _start(self.config, self.params, enc, cache_length, encoded)
 
   def extend(self, cache: DecoderCache, tokens: Array) -> tuple[Array, DecoderCache]:
     """Feeds tokens `[B, k]`; returns float32 logits `[B, k, V]` and the advanced cache."""

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from specdec import sampling as sampling_lib
 from specdec.cache import read_rows, write_rows
 from specdec.decoding import check_decode_args, end_after_eos
-from specdec.drafts import Draft, check_draft
+from specdec.drafts import Draft, check_draft, check_pair, start_pair
 from specdec.sampling import Sampling
 from specdec.validation import check_positive_int
 from specdec.verification import verify_greedy, verify_rows
@@ -84,8 +84,10 @@ def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Arra
 
   Args:
     target: The model to sample from (a `T5Model`, or any `Draft`-protocol model).
-    draft: The proposer: a smaller `T5Model`, `UnigramDraft`, `BigramDraft`, `PromptLookupDraft`,
-      or anything implementing `specdec.drafts.Draft` over the same vocabulary.
+    draft: The proposer: a smaller `T5Model`, a `SharedEncoderDraft` (reads the target's encoder
+      output; the input is then encoded once, by the target), `UnigramDraft`, `BigramDraft`,
+      `PromptLookupDraft`, or anything implementing `specdec.drafts.Draft` over the same
+      vocabulary.
     encoder_input_tokens: int `[B, S]`, 0 = padding.
     gamma: Draft tokens per target pass (static).
     max_decode_len, temperature, top_k, top_p, rng, eos_id: as in `specdec.generate`.
@@ -98,9 +100,7 @@ def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Arra
       top_k=top_k, top_p=top_p, rng=rng, eos_id=eos_id, model_name="target")
   check_draft(draft, name="draft")
   gamma = check_positive_int("gamma", gamma)
-  if draft.vocab_size != target.vocab_size:
-    raise ValueError(f"draft and target vocabularies differ: draft.vocab_size="
-                     f"{draft.vocab_size}, target.vocab_size={target.vocab_size}")
+  check_pair(target, draft)
   return _speculative_generate(target, draft, tokens, rng, gamma=gamma,
                                max_decode_len=max_decode_len, sampling=sampling, eos_id=eos_id)
 
@@ -114,12 +114,13 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
   # passes, so caches need room for one more block past that.
   cache_length = max_decode_len + 2 * (gamma + 1)
   zeros = jnp.zeros((batch,), jnp.int32)
+  target_state, draft_state = start_pair(target, draft, encoder_input_tokens,
+                                         cache_length=cache_length)
   initial = _LoopState(
       iteration=jnp.zeros((), jnp.int32),
       decoded=jnp.zeros((batch, max_decode_len + gamma + 2), jnp.int32),
       length=zeros, done=jnp.zeros((batch,), bool),
-      target_state=target.start(encoder_input_tokens, cache_length=cache_length),
-      draft_state=draft.start(encoder_input_tokens, cache_length=cache_length),
+      target_state=target_state, draft_state=draft_state,
       stats=SpeculativeStats(zeros, zeros, zeros, zeros, zeros))
 
   def draft_token(logits: Array, keys: Array | None) -> tuple[Array, Array | None]:
