@@ -6,8 +6,10 @@ from specdec.cache import DecoderCache
 from specdec.config import T5Config
 from specdec.decoding import DecodeResult, generate
 from specdec.drafts import BigramDraft, Draft, PromptLookupDraft, UnigramDraft
+from specdec.loading import load_model
 from specdec.model import T5Model
 from specdec.sampling import Sampling
+from specdec.shared_encoder import SharedEncoderConfig, SharedEncoderDraft
 from specdec.speculative import SpeculativeResult, SpeculativeStats, speculative_generate
 from specdec.verification import verify, verify_greedy
 
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BigramDraft", "DecodeResult", "DecoderCache", "Draft", "PromptLookupDraft", "Sampling",
-    "SpeculativeResult", "SpeculativeStats", "T5Config", "T5Model", "UnigramDraft", "analysis",
-    "generate", "pretrained", "speculative_generate", "verify", "verify_greedy",
+    "SharedEncoderConfig", "SharedEncoderDraft", "SpeculativeResult", "SpeculativeStats",
+    "T5Config", "T5Model", "UnigramDraft", "analysis", "generate", "load_model", "pretrained",
+    "speculative_generate", "verify", "verify_greedy",
 ]

@@ -88,15 +88,23 @@ def start_cache(config: T5Config, params: Params, encoder_tokens: Array, length:
                 encoded: Array | None = None) -> DecoderCache:
   """Encodes once (unless given `encoded`, the encoder's output for these inputs), computes
   cross-attention keys/values once, allocates an empty cache."""
-  net = transformer(config)
   if encoded is None:
     encoded = encode(config, params, encoder_tokens)
+  return empty_cache(transformer(config), params, encoded, encoder_tokens > 0, length)
+
+
+def empty_cache(net: nn.Module, params: Params, encoded: Array, encoder_mask: Array,
+                length: int) -> DecoderCache:
+  """The decoder cache of `net` (a module with `cross_kv` and `decode` methods and a T5Config
+  `config`) for an encoder output `[B, S, emb]`: cross keys/values computed once, `length`
+  empty self-attention positions per row."""
+  config = net.config
   cross_keys, cross_values = net.apply({"params": params}, encoded, method=net.cross_kv)
-  batch = encoder_tokens.shape[0]
+  batch = encoded.shape[0]
   shape = (config.num_decoder_layers, batch, length, config.num_heads, config.head_dim)
   return DecoderCache(
       self_keys=jnp.zeros(shape, config.dtype), self_values=jnp.zeros(shape, config.dtype),
-      cross_keys=cross_keys, cross_values=cross_values, encoder_mask=encoder_tokens > 0,
+      cross_keys=cross_keys, cross_values=cross_values, encoder_mask=encoder_mask,
       position=jnp.zeros((batch,), jnp.int32))
 
 
@@ -104,7 +112,12 @@ def extend_cache(config: T5Config, params: Params, cache: DecoderCache,
                  tokens: Array) -> tuple[Array, DecoderCache]:
   """Feeds tokens `[B, k]` at each row's position; returns logits `[B, k, V]` and the cache with
   every row's position advanced by k."""
-  net = transformer(config)
+  return extend_with(transformer(config), params, cache, tokens)
+
+
+def extend_with(net: nn.Module, params: Params, cache: DecoderCache,
+                tokens: Array) -> tuple[Array, DecoderCache]:
+  """`extend_cache` for any module with a T5 `decode` method (see `empty_cache`)."""
   logits, keys, values = net.apply(
       {"params": params}, tokens, position=cache.position, self_keys=cache.self_keys,
       self_values=cache.self_values, cross_keys=cache.cross_keys,
@@ -239,7 +252,12 @@ class T5Model:
 
 def check_params(config: T5Config, params: Params, *, source: str = "params") -> None:
   """Raises one ValueError naming every missing, unexpected and mis-shaped parameter."""
-  expected = {"/".join(k): v.shape for k, v in _flatten(abstract_params(config)).items()}
+  check_tree(abstract_params(config), params, source=source)
+
+
+def check_tree(expected_tree: Params, params: Params, *, source: str = "params") -> None:
+  """`check_params` against an abstract parameter tree (`ShapeDtypeStruct` leaves)."""
+  expected = {"/".join(k): v.shape for k, v in _flatten(expected_tree).items()}
   try:
     found = {"/".join(k): tuple(np.shape(v)) for k, v in _flatten(params).items()}
   except AttributeError as e:
@@ -277,6 +295,10 @@ def load_config(path: str) -> T5Config:
     raise ValueError(f"Model config not found: {path}")
   try:
     with open(path) as f:
-      return T5Config(**json.load(f))
+      fields = json.load(f)
+    if isinstance(fields, dict) and "kind" in fields:
+      raise ValueError(f"{path} holds a {fields['kind']!r}, not a T5Model: load it with "
+                       f"specdec.load_model")
+    return T5Config(**fields)
   except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
     raise ValueError(f"Corrupt model config {path}: {e}") from e

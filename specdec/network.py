@@ -335,19 +335,33 @@ class Transformer(nn.Module):
   def decode(self, tokens: Array, **kwargs) -> tuple[Array, Array, Array]:
     return self.decoder(tokens, **kwargs)
 
+  def decode_encoded(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array, *,
+                     deterministic: bool = True) -> Array:
+    """Teacher forcing from the encoder's output `[B, S, emb]`: → float32 logits `[B, T, vocab]`."""
+    return teacher_forced_decode(self.decoder, encoded, encoder_mask, decoder_input_tokens,
+                                 deterministic=deterministic)
+
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array, *,
                deterministic: bool = True) -> Array:
     """Teacher forcing: int32 `[B, S]`, `[B, T]` → float32 logits `[B, T, vocab]`."""
-    c = self.config
     encoded = self.encode(encoder_input_tokens, deterministic=deterministic)
-    cross_keys, cross_values = self.cross_kv(encoded)
-    batch, length = decoder_input_tokens.shape
-    empty = jnp.zeros((c.num_decoder_layers, batch, length, c.num_heads, c.head_dim), c.dtype)
-    logits, _, _ = self.decode(
-        decoder_input_tokens, position=jnp.zeros((batch,), jnp.int32), self_keys=empty,
-        self_values=empty, cross_keys=cross_keys, cross_values=cross_values,
-        encoder_mask=encoder_input_tokens > 0, deterministic=deterministic)
-    return logits
+    return self.decode_encoded(encoded, encoder_input_tokens > 0, decoder_input_tokens,
+                               deterministic=deterministic)
+
+
+def teacher_forced_decode(decoder: Decoder, encoded: Array, encoder_mask: Array,
+                          decoder_input_tokens: Array, *, deterministic: bool) -> Array:
+  """`decoder` over whole decoder inputs `[B, T]` at once (an empty cache of length T), reading
+  the encoder output `[B, S, emb]` → float32 logits `[B, T, vocab]`."""
+  c = decoder.config
+  cross_keys, cross_values = decoder.cross_kv(encoded)
+  batch, length = decoder_input_tokens.shape
+  empty = jnp.zeros((c.num_decoder_layers, batch, length, c.num_heads, c.head_dim), c.dtype)
+  logits, _, _ = decoder(
+      decoder_input_tokens, position=jnp.zeros((batch,), jnp.int32), self_keys=empty,
+      self_values=empty, cross_keys=cross_keys, cross_values=cross_values,
+      encoder_mask=encoder_mask, deterministic=deterministic)
+  return logits
 
 
 @functools.lru_cache(maxsize=None)
