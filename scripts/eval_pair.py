@@ -26,7 +26,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--target", required=True, help="T5Model.save directory of the target")
-  parser.add_argument("--draft", action="append", default=[], help="NAME=DIR (repeatable)")
+  parser.add_argument("--draft", action="append", default=[],
+                      help="NAME=DIR (repeatable): a T5Model or SharedEncoderDraft directory")
   parser.add_argument("--task", default="specdec_ende")
   parser.add_argument("--split", default="test")
   parser.add_argument("--num_examples", type=int, default=0, help="0 = the whole split")
@@ -39,14 +40,14 @@ def main(argv=None):
   parser.add_argument("--out", default=None, help="write the results as JSON here")
   args = parser.parse_args(argv)
 
-  from specdec import T5Model, data, training  # pylint: disable=g-import-not-at-top
+  from specdec import T5Model, data, load_model, training  # pylint: disable=g-import-not-at-top
 
   drafts = {}
   for item in args.draft:
     if "=" not in item:
       raise ValueError(f"--draft must be NAME=DIR, got {item!r}")
     name, path = item.split("=", 1)
-    drafts[name] = T5Model.load(path)
+    drafts[name] = load_model(path)  # A T5Model or a SharedEncoderDraft.
   target = T5Model.load(args.target)
   pairs = data.read_pairs(args.task, args.split)
   if args.num_examples:
@@ -65,6 +66,8 @@ def main(argv=None):
     print(f"copy-the-source baseline BLEU: {copy:.2f}", flush=True)
     for name, model in [("target", target)] + list(drafts.items()):
       t = time.time()
+      if hasattr(model, "bind"):  # A shared-encoder draft translates over the target's encoder.
+        model = model.bind(target)
       bleu, preds = training.evaluate_bleu(model, pairs, task=args.task,
                                            batch_size=args.batch_size,
                                            max_decode_len=args.max_decode_len, buckets=buckets,

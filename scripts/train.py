@@ -49,6 +49,60 @@ def t5_config(**kwargs):
 gin.external_configurable(t5_config, name="T5Config")
 
 
+def shared_encoder_config(**kwargs):
+  """gin entry point for `specdec.SharedEncoderConfig` (a draft over the teacher's encoder)."""
+  from specdec.shared_encoder import SharedEncoderConfig  # pylint: disable=g-import-not-at-top
+  return SharedEncoderConfig(**kwargs)
+
+
+gin.external_configurable(shared_encoder_config, name="SharedEncoderConfig")
+
+
+class _Student:
+  """What `train` does differently for a T5 student and for a shared-encoder draft (one that
+  reads the teacher's encoder output): initial parameters, the model to evaluate and save."""
+
+  def __init__(self, model_config, teacher):
+    from specdec.shared_encoder import SharedEncoderConfig  # pylint: disable=g-import-not-at-top
+    self.config = model_config
+    self.teacher = teacher
+    self.shared = isinstance(model_config, SharedEncoderConfig)
+    if self.shared and teacher is None:
+      raise ValueError("a SharedEncoderConfig model reads its teacher's encoder: set teacher_dir")
+
+  @property
+  def teacher_params(self):
+    return self.teacher.params if self.shared else None
+
+  def init_params(self, seed: int, init_target_layers):
+    from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
+    from specdec.shared_encoder import SharedEncoderDraft  # pylint: disable=g-import-not-at-top
+    if not self.shared:
+      if init_target_layers is not None:
+        raise ValueError("init_target_layers is for SharedEncoderConfig models")
+      return T5Model.init(self.config, seed).params
+    layers = None if init_target_layers in (None, "auto") else tuple(init_target_layers)
+    if init_target_layers == ():
+      return SharedEncoderDraft.init(self.config, seed).params
+    return SharedEncoderDraft.from_target(self.teacher, self.config, layers=layers,
+                                          rng=seed).params
+
+  def model(self, params):
+    """The model to save (a `T5Model` or a `SharedEncoderDraft`)."""
+    from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
+    from specdec.shared_encoder import (  # pylint: disable=g-import-not-at-top
+        SharedEncoderDraft, encoder_fingerprint)
+    if self.shared:
+      return SharedEncoderDraft(config=self.config, params=params,
+                                target_fingerprint=encoder_fingerprint(self.teacher))
+    return T5Model(self.config, params)
+
+  def standalone(self, params):
+    """The model as a plain decoder (a shared-encoder draft bound to its teacher)."""
+    model = self.model(params)
+    return model.bind(self.teacher) if self.shared else model
+
+
 def _deadline(stop_time: str | float | None, now: datetime.datetime | None = None
               ) -> float | None:
   """'HH:MM' (UTC, its next occurrence) or a POSIX timestamp → POSIX timestamp.
@@ -102,7 +156,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
           distill_temperature: float = 1.0, export_dir: str | None = None,
           stop_time: str | None = None, init_from: str | None = None,
           distill_targets: str | None = None, buckets: tuple = (16, 32, 64),
-          log=print) -> dict:
+          distill_loss: str = "forward_kl", objective: str = "auto", init_target_layers=None,
+          alpha_examples: int = 0, alpha_gamma: int = 4, log=print) -> dict:
   """Trains (or distils, when `teacher_dir` is set) and returns a summary dict.
 
   `buckets`: the padded lengths of the training batches; each is one compile of the train step
@@ -115,6 +170,16 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   `distill_targets`: a `specdec.distill_data` file of (train input, teacher output) pairs, used
   instead of the task's train pairs; needs `teacher_dir` (the loss is the KL to the teacher's
   logits along its own outputs); a file decoded by another teacher is logged as a warning.
+
+  `model_config` may be a `SharedEncoderConfig`: a draft decoder over the teacher's frozen
+  encoder (needs `teacher_dir`). `init_target_layers` then picks the teacher decoder layers it
+  starts from (None: its first layers where the widths agree; `()`: random).
+  `distill_loss`: 'forward_kl' or 'tvd' (see `specdec.training.DISTILL_LOSSES`).
+  `objective`: 'distill' (the teacher's distributions), 'labels' (cross-entropy; a
+  shared-encoder draft still reads the teacher's encoder), or 'auto': distil when `teacher_dir`
+  is set.
+  `alpha_examples` > 0: at the end, α of the model as a draft for the teacher on that many
+  validation inputs (γ = `alpha_gamma`, T = 0 and T = 1), in the summary.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -165,13 +230,19 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   sched = training.make_schedule(schedule=schedule, learning_rate=learning_rate,
                                  warmup_steps=warmup_steps, total_steps=train_steps)
   tx = training.make_optimizer(optimizer=optimizer, schedule=sched, weight_decay=weight_decay)
+  student = _Student(model_config, teacher)
+  if objective not in ("auto", "distill", "labels"):
+    raise ValueError(f"objective must be 'auto', 'distill' or 'labels', got {objective!r}")
+  if objective == "distill" and teacher is None:
+    raise ValueError("objective='distill' needs teacher_dir")
+  distilling = teacher is not None and objective != "labels"
   trainer = training.Trainer(model_config, tx, schedule=sched, z_loss=z_loss, dropout_seed=seed,
                              teacher_config=teacher.config if teacher else None,
                              distill_temperature=distill_temperature,
-                             distill_ce_weight=distill_ce_weight)
+                             distill_ce_weight=distill_ce_weight, distill_loss=distill_loss)
   ckpts = training.Checkpoints(os.path.join(model_dir, "checkpoints"),
                                max_to_keep=keep_checkpoints)
-  params = T5Model.init(model_config, seed).params
+  params = student.init_params(seed, init_target_layers)
   if init_from and ckpts.latest_step() is None:
     params = _warm_start_params(init_from, model_config)
     log(f"initialised from {init_from} (fresh optimizer state)")
@@ -179,7 +250,7 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   if ckpts.latest_step() is not None:
     state = ckpts.restore(trainer.abstract_state(params))
     log(f"resumed from step {int(state.step)} in {ckpts.directory}")
-  log(f"model: {T5Model(model_config, state.params).num_params:,} params; config {model_config}")
+  log(f"model: {student.model(state.params).num_params:,} params; config {model_config}")
   log(f"devices: {jax.devices()}")
 
   writer = SummaryWriter(os.path.join(model_dir, "tb"))
@@ -189,13 +260,12 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   history = json.load(open(summary_path)).get("segments", []) if os.path.exists(summary_path) else []
 
   def run_eval(step):
-    model = T5Model(model_config, state.params)
     t = time.time()
     cross_entropy = training.cross_entropy_per_token(
         trainer, state.params, valid_inputs, valid_targets, batch_size=eval_batch_size,
-        buckets=buckets)
-    bleu, preds = training.evaluate_bleu(model, valid, task=task, batch_size=eval_batch_size,
-                                         sp=sp)
+        buckets=buckets, teacher_params=student.teacher_params)
+    bleu, preds = training.evaluate_bleu(student.standalone(state.params), valid, task=task,
+                                         batch_size=eval_batch_size, sp=sp)
     writer.add_scalar("eval/bleu", bleu, step)
     writer.add_scalar("eval/cross_entropy", cross_entropy, step)
     log(f"step {step}: validation BLEU {bleu:.2f}, cross-entropy {cross_entropy:.3f} nats/token "
@@ -209,10 +279,10 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   stopped_early = False
   while step < train_steps:
     batch = batches.batch(step)
-    if teacher is not None:
+    if distilling:
       state, metrics = trainer.distill_step(state, teacher.params, batch)
     else:
-      state, metrics = trainer.train_step(state, batch)
+      state, metrics = trainer.train_step(state, batch, student.teacher_params)
     step += 1
     pending.append(metrics)
     bar.update(1)
@@ -241,12 +311,17 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   history.append({"start_step": start_step, "end_step": step, "wall_s": round(wall, 1)})
   summary = {"steps": step, "train_steps": train_steps, "stopped_early": stopped_early,
              "segments": history, "wall_s_total": round(sum(h["wall_s"] for h in history), 1),
-             "final_train_metrics": last, "num_params": T5Model(model_config, state.params).num_params}
+             "final_train_metrics": last, "num_params": student.model(state.params).num_params}
   if eval_examples and step > start_step:
     summary["validation_bleu"], summary["validation_cross_entropy"] = run_eval(step)
     summary["validation_examples"] = len(valid)
+  if alpha_examples and teacher is not None:
+    summary["alpha"] = _alpha(teacher, student.model(state.params), valid_inputs[:alpha_examples],
+                              gamma=alpha_gamma, batch_size=eval_batch_size, buckets=buckets)
+    log(f"alpha on {min(alpha_examples, len(valid_inputs))} validation inputs (gamma "
+        f"{alpha_gamma}): {summary['alpha']}")
   if export_dir:
-    T5Model(model_config, state.params).save(export_dir)
+    student.model(state.params).save(export_dir)
     log(f"saved the model to {export_dir}")
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)
@@ -255,10 +330,18 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   return summary
 
 
+def _alpha(teacher, draft, inputs, *, gamma: int, batch_size: int, buckets) -> dict:
+  """α of `draft` for `teacher` at T = 0 and T = 1 (seed 0) over tokenised inputs."""
+  from specdec import training  # pylint: disable=g-import-not-at-top
+  batches = training.encoder_batches(inputs, batch_size=batch_size, buckets=buckets)
+  return {f"T={t:g}": round(training.acceptance_rate(teacher, draft, batches, t, gamma=gamma), 4)
+          for t in (0.0, 1.0)}
+
+
 def _warm_start_params(path: str, model_config):
-  """Parameters of the `T5Model.save` directory `path`; ValueError if its config differs."""
-  from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
-  saved = T5Model.load(path)
+  """Parameters of the model directory `path`; ValueError if its config differs."""
+  from specdec.loading import load_model  # pylint: disable=g-import-not-at-top
+  saved = load_model(path)
   mine = model_config.replace(dropout_rate=0.0)
   theirs = saved.config.replace(dropout_rate=0.0)
   if mine != theirs:

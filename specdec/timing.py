@@ -11,11 +11,14 @@ position; and the cost coefficient
   c = time of one draft step / time of one target step (both single-token passes).
 
 Timings are medians over many runs after a warm-up (compile) run; every function blocks on its
-results. Nothing here is used by the tests (no timed tests).
+results. `measure_block_times` and `measure_cost_ratio` time single calls (each pays a dispatch);
+`measure_loop_times` times passes inside one jitted loop, as the decoders run them, which is what
+the cost model's c and v mean there. Nothing here is used by the tests (no timed tests).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -26,6 +29,8 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from specdec.drafts import reads_target_encoder
 
 Array = jax.Array
 
@@ -58,10 +63,17 @@ def _rewind_and_extend(model, cache, position, tokens):
 
 
 def _filled_cache(model, *, batch: int, position: int, room: int, encoder_length: int,
-                  seed: int):
-  """A cache with `position` real entries per row (one teacher-forced pass) and `room` more."""
+                  seed: int, target=None):
+  """A cache with `position` real entries per row (one teacher-forced pass) and `room` more.
+  A draft that reads the target's encoder output (`drafts.TargetEncoderDraft`) needs `target`."""
   prompts = random_prompts(batch, encoder_length, model.vocab_size, seed=seed)
-  cache = model.start(prompts, cache_length=position + room)
+  if reads_target_encoder(model):
+    if target is None:
+      raise TypeError(f"{type(model).__name__} reads the target's encoder output: pass target")
+    cache = model.start_from_encoded(prompts, target.encode(prompts),
+                                     cache_length=position + room)
+  else:
+    cache = model.start(prompts, cache_length=position + room)
   if position:
     prefix = random_prompts(batch, position, model.vocab_size, seed=seed + 1)
     _, cache = model.extend(cache, prefix)
@@ -87,9 +99,9 @@ def interleaved_medians(fns: dict[Any, Callable[[], Any]], *, repeats: int,
 
 
 def _block_fns(model, *, batch: int, sizes: list[int], position: int, encoder_length: int,
-               seed: int) -> dict[int, Callable[[], Any]]:
+               seed: int, target=None) -> dict[int, Callable[[], Any]]:
   cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
-                        encoder_length=encoder_length, seed=seed)
+                        encoder_length=encoder_length, seed=seed, target=target)
   where = jnp.full((batch,), position, jnp.int32)
   fns = {}
   for k in sizes:
@@ -144,9 +156,50 @@ def measure_cost_ratio(target, draft, *, batch: int = 1, position: int = 64, rep
   (interleaved rounds, medians)."""
   kwargs = dict(batch=batch, sizes=[1], position=position, encoder_length=encoder_length,
                 seed=seed)
-  fns = {"target": _block_fns(target, **kwargs)[1], "draft": _block_fns(draft, **kwargs)[1]}
+  fns = {"target": _block_fns(target, **kwargs)[1],
+         "draft": _block_fns(draft, target=target, **kwargs)[1]}
   times = interleaved_medians(fns, repeats=repeats)
   return times["draft"] / times["target"]
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def _passes_in_a_loop(model, cache, position, tokens, *, steps: int):
+  """`steps` passes of a `[B, k]` block at `position`, inside one `lax.fori_loop`: each pass
+  rewinds to `position` and feeds the block, whose first token is the previous pass's argmax
+  (a data dependency, so the passes run in order and none can be skipped)."""
+  def body(_, carry):
+    cache, tokens = carry
+    logits, cache = model.extend(model.rewind(cache, position), tokens)
+    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+    return cache, tokens.at[:, 0].set(first)
+  return jax.lax.fori_loop(0, steps, body, (cache, tokens))[1]
+
+
+def measure_loop_times(models: dict[Any, Any], *, target, batch: int, sizes: Iterable[int],
+                       steps: int = 16, position: int = 64, repeats: int = 10,
+                       encoder_length: int = 32, seed: int = 0) -> dict[tuple[Any, int], float]:
+  """Seconds of one cached pass over k tokens *inside a jitted loop* (as in the decoders, with
+  no per-call dispatch), for each model and each k in `sizes`: {(name, k): seconds}.
+
+  Each (model, k) runs `steps` passes in one `lax.fori_loop`; the time of one call over `steps`
+  is its per-pass time (medians over `repeats` interleaved rounds). `target` starts drafts that
+  read its encoder output.
+  """
+  sizes = sorted(set(int(k) for k in sizes))
+  if not sizes or sizes[0] < 1:
+    raise ValueError(f"sizes must be positive block lengths, got {sizes}")
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}")
+  where = jnp.full((batch,), position, jnp.int32)
+  fns = {}
+  for name, model in models.items():
+    cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
+                          encoder_length=encoder_length, seed=seed, target=target)
+    for k in sizes:
+      tokens = random_prompts(batch, k, model.vocab_size, seed=seed + 2 + k)
+      fns[(name, k)] = functools.partial(_passes_in_a_loop, model, cache, where, tokens,
+                                         steps=steps)
+  return {key: t / steps for key, t in interleaved_medians(fns, repeats=repeats).items()}
 
 
 def time_decode(fn: Callable[[], Any], *, repeats: int = 5) -> float:

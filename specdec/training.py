@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from specdec import shared_encoder
 from specdec.config import T5Config
 from specdec.model import T5Model, on_default_device
 from specdec.network import transformer
+from specdec.shared_encoder import SharedEncoderConfig
 
 Array = jax.Array
 Params = Any
@@ -144,6 +146,19 @@ def forward_kl(teacher_logits: Array, student_logits: Array, weights: Array, *,
   return jnp.sum(kl * weights)
 
 
+def total_variation(teacher_logits: Array, student_logits: Array, weights: Array, *,
+                    temperature: float = 1.0) -> Array:
+  """Sum over weighted positions of TV(p, q) = ½ Σ_x |p(x) − q(x)|, p = softmax(t/τ), q =
+  softmax(s/τ): at τ = 1 one minus it is the acceptance probability of speculative sampling
+  at that position (DistillSpec's observation), so minimising it maximises α directly."""
+  p = jax.nn.softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+  q = jax.nn.softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.sum(0.5 * jnp.sum(jnp.abs(p - q), axis=-1) * weights)
+
+
+DISTILL_LOSSES = {"forward_kl": forward_kl, "tvd": total_variation}
+
+
 def shift_right(targets: Array) -> Array:
   """T5X decoder inputs: targets `[B, T]` shifted right by one with 0 first."""
   return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
@@ -159,22 +174,43 @@ class Trainer:
   Batches are dicts of int32 arrays `inputs` `[B, S]` and `targets` `[B, T]` (0 = padding, EOS
   1 at the end of each row's target). The dropout key of step s is `fold_in(dropout_rng, s)`, so
   steps are reproducible from the state alone.
+
+  The student is a `T5Config` (a T5 of its own) or a `SharedEncoderConfig` (a draft decoder over
+  the teacher's frozen encoder output: every step then takes the teacher's parameters, and the
+  teacher encodes each batch once, with no gradient). `distill_loss` names the distillation
+  objective in `DISTILL_LOSSES` ('forward_kl', DistillSpec's default; 'tvd', whose complement is
+  the acceptance rate).
   """
 
-  def __init__(self, config: T5Config, tx: optax.GradientTransformation, *,
-               schedule: optax.Schedule | None = None, z_loss: float = 1e-4,
+  def __init__(self, config: T5Config | SharedEncoderConfig, tx: optax.GradientTransformation,
+               *, schedule: optax.Schedule | None = None, z_loss: float = 1e-4,
                dropout_seed: int = 0, teacher_config: T5Config | None = None,
-               distill_temperature: float = 1.0, distill_ce_weight: float = 0.0):
-    if not isinstance(config, T5Config):
-      raise TypeError(f"config must be a T5Config, got {type(config).__name__}")
+               distill_temperature: float = 1.0, distill_ce_weight: float = 0.0,
+               distill_loss: str = "forward_kl"):
+    if not isinstance(config, (T5Config, SharedEncoderConfig)):
+      raise TypeError(f"config must be a T5Config or a SharedEncoderConfig, got "
+                      f"{type(config).__name__}")
     if z_loss < 0:
       raise ValueError(f"z_loss must be >= 0, got {z_loss}")
     if distill_temperature <= 0:
       raise ValueError(f"distill_temperature must be positive, got {distill_temperature}")
+    if distill_loss not in DISTILL_LOSSES:
+      raise ValueError(f"distill_loss must be one of {sorted(DISTILL_LOSSES)}, got "
+                       f"{distill_loss!r}")
     if teacher_config is not None and teacher_config.vocab_size != config.vocab_size:
       raise ValueError(f"teacher and student vocabularies differ: {teacher_config.vocab_size} vs "
                        f"{config.vocab_size}")
+    self.reads_teacher_encoder = isinstance(config, SharedEncoderConfig)
+    if self.reads_teacher_encoder:
+      if teacher_config is None:
+        raise ValueError("a SharedEncoderConfig student reads the teacher's encoder: "
+                         "teacher_config is required")
+      if teacher_config.emb_dim != config.encoder_dim:
+        raise ValueError(f"the student reads encoder states of width {config.encoder_dim} "
+                         f"(config.encoder_dim), the teacher's are {teacher_config.emb_dim} "
+                         f"(teacher_config.emb_dim)")
     self.config = config
+    self.distill_loss = distill_loss
     self.tx = tx
     self.schedule = schedule
     self.z_loss = float(z_loss)
@@ -193,10 +229,34 @@ class Trainer:
   def abstract_state(self, params: Params) -> TrainState:
     return jax.eval_shape(self.init_state, params)
 
-  def _forward(self, params, batch, rng):
-    net = transformer(self.config)
-    return net.apply({"params": params}, batch["inputs"], shift_right(batch["targets"]),
-                     deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
+  def _forward(self, params, batch, rng, encoded=None):
+    """The student's teacher-forced logits (`encoded`: the teacher's encoder output, for a
+    shared-encoder student)."""
+    kwargs = dict(deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
+    decoder_inputs = shift_right(batch["targets"])
+    if self.reads_teacher_encoder:
+      return shared_encoder.network(self.config).apply(
+          {"params": params}, encoded, batch["inputs"] > 0, decoder_inputs, **kwargs)
+    return transformer(self.config).apply({"params": params}, batch["inputs"], decoder_inputs,
+                                          **kwargs)
+
+  def _teacher(self, teacher_params, batch, *, logits: bool):
+    """(the teacher's encoder output, its teacher-forced logits or None), without gradients."""
+    net = transformer(self.teacher_config)
+    encoded = net.apply({"params": teacher_params}, batch["inputs"], method=net.encode)
+    out = None
+    if logits:
+      out = net.apply({"params": teacher_params}, encoded, batch["inputs"] > 0,
+                      shift_right(batch["targets"]), method=net.decode_encoded)
+    return jax.lax.stop_gradient(encoded), None if out is None else jax.lax.stop_gradient(out)
+
+  def _encoded(self, teacher_params, batch):
+    """The teacher's encoder output when the student reads it, else None."""
+    if not self.reads_teacher_encoder:
+      return None
+    if teacher_params is None:
+      raise ValueError("a shared-encoder student's steps need teacher_params")
+    return self._teacher(teacher_params, batch, logits=False)[0]
 
   def _metrics(self, logits, batch, total, z_total, weights, state):
     count = jnp.maximum(jnp.sum(weights), 1.0)
@@ -212,13 +272,15 @@ class Trainer:
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state)
 
-  def _train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  def _train_step(self, state: TrainState, batch: dict,
+                  teacher_params: Params | None = None) -> tuple[TrainState, dict]:
     weights = (batch["targets"] > 0).astype(jnp.float32)
     count = jnp.maximum(jnp.sum(weights), 1.0)
     rng = jax.random.fold_in(self.dropout_rng, state.step)
+    encoded = self._encoded(teacher_params, batch)
 
     def loss_fn(params):
-      logits = self._forward(params, batch, rng)
+      logits = self._forward(params, batch, rng, encoded)
       total, z_total = cross_entropy_with_z_loss(logits, batch["targets"], weights,
                                                  z_loss=self.z_loss)
       return total / count, (logits, total, z_total)
@@ -235,12 +297,12 @@ class Trainer:
     weights = (batch["targets"] > 0).astype(jnp.float32)
     count = jnp.maximum(jnp.sum(weights), 1.0)
     rng = jax.random.fold_in(self.dropout_rng, state.step)
-    teacher_logits = jax.lax.stop_gradient(transformer(self.teacher_config).apply(
-        {"params": teacher_params}, batch["inputs"], shift_right(batch["targets"])))
+    encoded, teacher_logits = self._teacher(teacher_params, batch, logits=True)
+    distance = DISTILL_LOSSES[self.distill_loss]
 
     def loss_fn(params):
-      logits = self._forward(params, batch, rng)
-      kl = forward_kl(teacher_logits, logits, weights, temperature=self.distill_temperature)
+      logits = self._forward(params, batch, rng, encoded if self.reads_teacher_encoder else None)
+      kl = distance(teacher_logits, logits, weights, temperature=self.distill_temperature)
       total, z_total = cross_entropy_with_z_loss(logits, batch["targets"], weights,
                                                  z_loss=self.z_loss)
       loss = (kl + self.distill_ce_weight * total) / count
@@ -250,12 +312,15 @@ class Trainer:
         loss_fn, has_aux=True)(state.params)
     metrics = self._metrics(logits, batch, total, z_total, weights, state)
     metrics.update(kl=kl / count, distill_loss=loss, grad_norm=optax.global_norm(grads))
+    if self.distill_loss != "forward_kl":  # `kl` holds the chosen distance; name it.
+      metrics[self.distill_loss] = metrics.pop("kl")
     return self._apply(state, grads), metrics
 
-  def _eval_step(self, params: Params, batch: dict) -> dict:
+  def _eval_step(self, params: Params, batch: dict,
+                 teacher_params: Params | None = None) -> dict:
     """Deterministic loss / accuracy of `params` on a batch (no update)."""
     weights = (batch["targets"] > 0).astype(jnp.float32)
-    logits = self._forward(params, batch, None)
+    logits = self._forward(params, batch, None, self._encoded(teacher_params, batch))
     total, z_total = cross_entropy_with_z_loss(logits, batch["targets"], weights,
                                                z_loss=self.z_loss)
     return self._metrics(logits, batch, total, z_total, weights, None)
@@ -482,7 +547,8 @@ def translate(model: T5Model, sources: Sequence[str], *, task: str = "specdec_en
 
 def cross_entropy_per_token(trainer: Trainer, params: Params, inputs: Sequence[np.ndarray],
                             targets: Sequence[np.ndarray], *, batch_size: int = 64,
-                            buckets: Sequence[int] = DEFAULT_BUCKETS) -> float:
+                            buckets: Sequence[int] = DEFAULT_BUCKETS,
+                            teacher_params: Params | None = None) -> float:
   """Mean teacher-forced cross-entropy (nats per target token, EOS included, z-loss excluded,
   no dropout) of `params` on tokenised pairs: the held-out loss that shows over- or underfitting
   where BLEU of greedy outputs is noisy."""
@@ -494,7 +560,8 @@ def cross_entropy_per_token(trainer: Trainer, params: Params, inputs: Sequence[n
     x, y = inputs[start:start + batch_size], targets[start:start + batch_size]
     length = bucket_length(max(max(len(r) for r in x), max(len(r) for r in y)), buckets)
     m = jax.device_get(trainer.eval_step(params, {"inputs": pad_rows(x, length),
-                                                  "targets": pad_rows(y, length)}))
+                                                  "targets": pad_rows(y, length)},
+                                         teacher_params))
     total += (float(m["loss"]) - float(m["z_loss"])) * float(m["tokens"])
     tokens += float(m["tokens"])
   return total / tokens
@@ -537,7 +604,8 @@ __all__ = [
     "Batches", "Checkpoints", "TrainState", "Trainer", "acceptance_rate", "cross_entropy_per_token",
     "cross_entropy_with_z_loss",
     "encode", "encoder_batches", "evaluate_bleu", "forward_kl", "kl_on_batch", "make_optimizer",
-    "make_schedule", "save_for_inference", "shift_right", "tokenize_pairs", "translate",
+    "make_schedule", "save_for_inference", "shift_right", "tokenize_pairs", "total_variation",
+    "translate",
 ]
 
 

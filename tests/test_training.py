@@ -244,3 +244,88 @@ def test_stop_time_is_the_next_occurrence_and_checked():
   for bad in ("25:00", "12:60", "noon"):
     with pytest.raises(ValueError, match="stop_time"):
       script._deadline(bad)
+
+
+# --- shared-encoder drafts -------------------------------------------------------------------
+
+def _shared_config():
+  from specdec.shared_encoder import SharedEncoderConfig
+  return SharedEncoderConfig.for_target(TINY, emb_dim=8, head_dim=4, mlp_dim=12)
+
+
+@pytest.mark.parametrize("loss", ["forward_kl", "tvd"])
+def test_shared_encoder_distillation_lowers_the_distance(tiny_target, loss):
+  """The student reads the teacher's encoder output; its distance to the teacher drops."""
+  from specdec.shared_encoder import SharedEncoderDraft
+  config = _shared_config()
+  draft = SharedEncoderDraft.from_target(tiny_target, config, rng=2)
+  trainer = _trainer(config, teacher_config=TINY, distill_loss=loss)
+  batch = _synthetic_batch(seed=5)
+  dec = training.shift_right(jnp.asarray(batch["targets"]))
+  weights = (jnp.asarray(batch["targets"]) > 0).astype(jnp.float32)
+  teacher_logits = tiny_target.logits(batch["inputs"], dec)
+  distance = training.DISTILL_LOSSES[loss]
+
+  def measured(params):
+    logits = SharedEncoderDraft(config, params).logits(tiny_target, batch["inputs"], dec)
+    return float(distance(teacher_logits, logits, weights) / weights.sum())
+
+  before = measured(draft.params)
+  state = trainer.init_state(draft.params)
+  for _ in range(8):
+    params = state.params
+    state, metrics = trainer.distill_step(state, tiny_target.params, batch)
+  # The step's metric is the named distance of the parameters it started from.
+  name = "kl" if loss == "forward_kl" else loss
+  np.testing.assert_allclose(float(metrics[name]), measured(params), rtol=1e-4)
+  assert measured(state.params) < 0.8 * before
+  # The encoder is the teacher's: nothing of it is in the student's parameters.
+  assert set(state.params) == {"token_embedder", "decoder"}
+  # Label training of such a student reads the teacher's encoder too.
+  state, metrics = trainer.train_step(state, batch, tiny_target.params)
+  assert np.isfinite(float(metrics["loss"]))
+  with pytest.raises(ValueError, match="teacher_params"):
+    trainer.train_step(state, batch)
+
+
+def test_total_variation_is_half_the_l1_distance():
+  rng = np.random.default_rng(1)
+  t, s = (jnp.asarray(rng.normal(size=(2, 3, 5)), jnp.float32) for _ in range(2))
+  weights = jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.float32)
+  p = np.exp(t) / np.exp(t).sum(-1, keepdims=True)
+  q = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+  want = (0.5 * np.abs(p - q).sum(-1) * np.asarray(weights)).sum()
+  np.testing.assert_allclose(training.total_variation(t, s, weights), want, rtol=1e-5)
+
+
+def test_shared_encoder_trainer_errors():
+  config = _shared_config()
+  with pytest.raises(ValueError, match="teacher_config"):
+    _trainer(config)
+  with pytest.raises(ValueError, match="encoder_dim"):
+    _trainer(config, teacher_config=TINY.replace(emb_dim=24))
+  with pytest.raises(ValueError, match="distill_loss"):
+    _trainer(TINY_DRAFT, teacher_config=TINY, distill_loss="jsd")
+  script = load_script("train")
+  with pytest.raises(ValueError, match="teacher_dir"):
+    script.train(model_config=config, model_dir="/nonexistent", train_steps=1)
+
+
+def test_train_script_trains_and_exports_a_shared_encoder_draft(tmp_path):
+  """scripts/train.py end to end on a stand-in target of the real vocabulary: a few distillation
+  steps on the target's encoder, α in the summary, an export `load_model` reads back."""
+  from specdec import load_model
+  from specdec.shared_encoder import SharedEncoderConfig, SharedEncoderDraft, encoder_fingerprint
+  target = T5Model.init(TINY.replace(vocab_size=4096), 0)
+  target.save(str(tmp_path / "target"))
+  config = SharedEncoderConfig.for_target(target.config)
+  script = load_script("train")
+  summary = script.train(
+      model_config=config, model_dir=str(tmp_path / "run"), train_steps=2, batch_size=4,
+      teacher_dir=str(tmp_path / "target"), export_dir=str(tmp_path / "export"), log_every=1,
+      eval_examples=4, alpha_examples=4, buckets=(64,), distill_loss="tvd", log=lambda *a: None)
+  assert set(summary["alpha"]) == {"T=0", "T=1"}
+  assert 0 <= summary["alpha"]["T=0"] <= 1
+  draft = load_model(str(tmp_path / "export"))
+  assert isinstance(draft, SharedEncoderDraft) and draft.config == config
+  assert draft.target_fingerprint == encoder_fingerprint(target)
