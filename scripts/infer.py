@@ -5,11 +5,11 @@ r"""T5X-style inference from gin: decode a seqio task split, write outputs and m
 
 The decode function is a gin binding, as in T5X:
 
-    EncoderDecoderModel.decode_fn = @specdec.decoding.speculative_sample
-    specdec.decoding.speculative_sample.gamma = 4
+    EncoderDecoderModel.decode_fn = @specdec.decode_fns.speculative_sample
+    specdec.decode_fns.speculative_sample.gamma = 4
 
 With `infer.compare_baseline = True` the same examples are also decoded with
-`specdec.decoding.temperature_sample`, and the script checks that greedy speculative decoding
+`specdec.decode_fns.temperature_sample`, and the script checks that greedy speculative decoding
 scores exactly what the baseline scores (identical outputs, identical metrics).
 """
 
@@ -27,15 +27,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from specdec import decoding, gin_utils, models, pretrained  # noqa: E402
+from specdec import decode_fns, gin_utils, models, pretrained  # noqa: E402
 from specdec.model import T5Model  # noqa: E402
 
 
 # Gin at the script boundary only: the library stays free of gin decorators.
-speculative_sample = gin.external_configurable(decoding.speculative_sample,
-                                               module="specdec.decoding")
-temperature_sample = gin.external_configurable(decoding.temperature_sample,
-                                               module="specdec.decoding")
+speculative_sample = gin.external_configurable(decode_fns.speculative_sample,
+                                               module="specdec.decode_fns")
+temperature_sample = gin.external_configurable(decode_fns.temperature_sample,
+                                               module="specdec.decode_fns")
 EncoderDecoderModel = gin.external_configurable(models.EncoderDecoderModel,
                                                 module="specdec.models")
 
@@ -119,7 +119,7 @@ def infer(*, output_dir: str = gin.REQUIRED, pair: str = "ende", task: str | Non
 
   if compare_baseline:
     baseline = models.EncoderDecoderModel(
-        target.config, decode_fn=decoding.temperature_sample, eos_id=model.eos_id,
+        target.config, decode_fn=decode_fns.temperature_sample, eos_id=model.eos_id,
         max_decode_length=model.max_decode_length)
     base_outputs, _, base_seconds = _decode_split(baseline, target.params, batches, rng=rng,
                                                   desc="baseline")

@@ -2,7 +2,8 @@
 
 T5X conventions: pad 0, EOS 1, the decoder starts from token 0, outputs are 0 after EOS. One
 jitted function around a `lax.while_loop`; one token per step through the same block cache that
-speculative decoding uses; the loop stops as soon as every row has ended.
+speculative decoding uses; the loop stops as soon as every row has ended. T5X-style decode
+functions over it (`temperature_sample`, `speculative_sample`) are in `specdec.decode_fns`.
 """
 
 from __future__ import annotations
@@ -118,52 +119,3 @@ def _generate(model, encoder_input_tokens, rng, *, max_decode_len, sampling, eos
   final = jax.lax.while_loop(keep_going, one_token, initial)
   return DecodeResult(tokens=final.tokens)
 
-
-# --- T5X-style decode functions ---------------------------------------------------------------
-# T5X's `EncoderDecoderModel` calls a gin-bound `decode_fn` (e.g. `decoding.temperature_sample`)
-# with keyword arguments and gets back `[B, num_decodes, L]` sequences plus auxiliary outputs.
-# These two follow that convention (T5X's argument names: `decode_rng`, `num_decodes`, `topk`,
-# `topp`, `max_decode_steps`), so a run switches to speculative decoding with one gin line:
-#
-#     EncoderDecoderModel.decode_fn = @specdec.decoding.speculative_sample
-#     specdec.decoding.speculative_sample.gamma = 4
-
-
-def _repeat_decodes(tokens: Array, num_decodes: int) -> Array:
-  if isinstance(num_decodes, bool) or not isinstance(num_decodes, int) or num_decodes < 1:
-    raise ValueError(f"num_decodes must be an int >= 1, got {num_decodes!r}")
-  return jnp.repeat(jnp.asarray(tokens), num_decodes, axis=0)
-
-
-def temperature_sample(*, target: Draft, encoder_input_tokens: Array, max_decode_steps: int,
-                       decode_rng: Array | None = None, eos_id: int | None = 1,
-                       num_decodes: int = 1, temperature: float = 0.0, topk: int = 0,
-                       topp: float = 1.0, draft: Draft | None = None,
-                       ) -> tuple[Array, dict[str, Any]]:
-  """T5X-style baseline decode: `generate` → (int32 `[B, num_decodes, L]`, aux `{}`).
-
-  `draft` is accepted (and ignored) so a model wrapper can pass the same arguments to either
-  decode function.
-  """
-  del draft
-  batch = encoder_input_tokens.shape[0]
-  result = generate(target, _repeat_decodes(encoder_input_tokens, num_decodes),
-                    max_decode_len=max_decode_steps, temperature=temperature, top_k=topk,
-                    top_p=topp, rng=decode_rng, eos_id=eos_id)
-  return result.tokens.reshape(batch, num_decodes, -1), {}
-
-
-def speculative_sample(*, target: Draft, draft: Draft, encoder_input_tokens: Array,
-                       max_decode_steps: int, gamma: int = 4, decode_rng: Array | None = None,
-                       eos_id: int | None = 1, num_decodes: int = 1, temperature: float = 0.0,
-                       topk: int = 0, topp: float = 1.0) -> tuple[Array, dict[str, Any]]:
-  """T5X-style speculative decode → (int32 `[B, num_decodes, L]`, aux with per-row `stats`)."""
-  from specdec.speculative import speculative_generate  # pylint: disable=g-import-not-at-top
-  if draft is None:
-    raise ValueError("speculative_sample needs a draft (EncoderDecoderModel.draft)")
-  batch = encoder_input_tokens.shape[0]
-  result = speculative_generate(
-      target, draft, _repeat_decodes(encoder_input_tokens, num_decodes), gamma=gamma,
-      max_decode_len=max_decode_steps, temperature=temperature, top_k=topk, top_p=topp,
-      rng=decode_rng, eos_id=eos_id)
-  return result.tokens.reshape(batch, num_decodes, -1), {"stats": result.stats}

@@ -2,7 +2,7 @@
 
 T5X users call `model.predict_batch(params, batch, rng)` with a batch of
 `encoder_input_tokens` / `decoder_input_tokens` and a gin-bound `decode_fn`; the same calls work
-here, and binding `decode_fn = @specdec.decoding.speculative_sample` (with a `draft`) switches
+here, and binding `decode_fn = @specdec.decode_fns.speculative_sample` (with a `draft`) switches
 a run to speculative decoding.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import jax
 
-from specdec import decoding
+from specdec import decode_fns
 from specdec.config import T5Config
 from specdec.drafts import Draft
 from specdec.model import T5Model
@@ -21,7 +21,7 @@ Array = jax.Array
 
 
 class DecodeFn(Protocol):
-  """The contract of `decoding.temperature_sample` and `decoding.speculative_sample`."""
+  """The contract of `decode_fns.temperature_sample` and `decode_fns.speculative_sample`."""
 
   def __call__(self, *, target: Draft, draft: Draft | None, encoder_input_tokens: Array,
                max_decode_steps: int, decode_rng: Array | None, eos_id: int | None,
@@ -32,7 +32,7 @@ class DecodeFn(Protocol):
 class EncoderDecoderModel:
   """A T5 config + decode function (+ draft), called with parameters as T5X's model is."""
 
-  def __init__(self, config: T5Config, *, decode_fn: DecodeFn = decoding.temperature_sample,
+  def __init__(self, config: T5Config, *, decode_fn: DecodeFn = decode_fns.temperature_sample,
                draft: Draft | None = None, eos_id: int | None = 1,
                max_decode_length: int = 64, input_vocabulary: Any = None,
                output_vocabulary: Any = None):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import load_script
-from specdec import T5Config, T5Model, decoding, models, pretrained
+from specdec import T5Config, T5Model, decode_fns, decoding, models, pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAND_IN = T5Config(vocab_size=4096, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
@@ -100,8 +100,8 @@ def test_encoder_decoder_model_matches_decoders(tiny_target, tiny_draft):
   enc = np.array([[3, 4, 5, 1], [6, 7, 1, 0]], np.int32)
   batch = {"encoder_input_tokens": enc, "decoder_input_tokens": np.zeros((2, 6), np.int32)}
   expected = decoding.generate(tiny_target, enc, max_decode_len=6).tokens
-  for fn in (decoding.temperature_sample,
-             lambda **kw: decoding.speculative_sample(gamma=2, **kw)):
+  for fn in (decode_fns.temperature_sample,
+             lambda **kw: decode_fns.speculative_sample(gamma=2, **kw)):
     model = models.EncoderDecoderModel(tiny_target.config, decode_fn=fn, draft=tiny_draft)
     out = model.predict_batch(tiny_target.params, batch)
     np.testing.assert_array_equal(out, expected)
