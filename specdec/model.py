@@ -19,31 +19,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specdec import hf_import
+from specdec import hf_import, t5x_import
 from specdec.cache import DecoderCache
 from specdec.config import T5Config
 from specdec.network import transformer
+# The parameter tree's helpers stay reachable as `specdec.model.*` (partitioning uses them).
+from specdec.param_tree import Params, abstract_params, check_params, check_tree, logical_axes
+from specdec.param_tree import flatten as _flatten
+from specdec.param_tree import init_params as _init_params
 from specdec.validation import check_positive_int, check_tokens
 
 Array = jax.Array
-Params = Any  # Nested dict of float32 arrays, T5X's parameter tree.
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
-
-
-def _dummy_inputs():
-  return jnp.ones((1, 2), jnp.int32), jnp.ones((1, 2), jnp.int32)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _init_params(config: T5Config, rng: Array) -> Params:
-  return transformer(config).init(rng, *_dummy_inputs())["params"]
-
-
-def abstract_params(config: T5Config) -> Params:
-  """The parameter tree of `config` as `jax.ShapeDtypeStruct`s, computed without any FLOPs."""
-  return nn.unbox(jax.eval_shape(_init_params, config, jax.random.PRNGKey(0)))
 
 
 def on_default_device(abstract_tree: Any) -> Any:
@@ -56,12 +45,6 @@ def on_default_device(abstract_tree: Any) -> Any:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                      sharding=getattr(x, "sharding", None) or default),
       abstract_tree)
-
-
-def logical_axes(config: T5Config) -> Params:
-  """The parameter tree of `config` with a `PartitionSpec` of logical axis names at each leaf."""
-  boxed = jax.eval_shape(_init_params, config, jax.random.PRNGKey(0))
-  return nn.get_partition_spec(boxed)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -165,7 +148,6 @@ class T5Model:
   @classmethod
   def from_t5x(cls, checkpoint_dir: str, config: T5Config) -> "T5Model":
     """Loads the model parameters (`target.*`) of a T5X checkpoint directory."""
-    from specdec import t5x_import  # pylint: disable=g-import-not-at-top
     params = t5x_import.load_params(checkpoint_dir, config)
     return cls.from_params(config, params, source=checkpoint_dir)
 
@@ -248,39 +230,6 @@ class T5Model:
   def rewind(self, cache: DecoderCache, position: Array) -> DecoderCache:
     """Rolls each row back to `position` `[B]`: later entries are never attended again."""
     return cache.rewind(position)
-
-
-def check_params(config: T5Config, params: Params, *, source: str = "params") -> None:
-  """Raises one ValueError naming every missing, unexpected and mis-shaped parameter."""
-  check_tree(abstract_params(config), params, source=source)
-
-
-def check_tree(expected_tree: Params, params: Params, *, source: str = "params") -> None:
-  """`check_params` against an abstract parameter tree (`ShapeDtypeStruct` leaves)."""
-  expected = {"/".join(k): v.shape for k, v in _flatten(expected_tree).items()}
-  try:
-    found = {"/".join(k): tuple(np.shape(v)) for k, v in _flatten(params).items()}
-  except AttributeError as e:
-    raise TypeError(f"{source}: parameters must be a nested dict of arrays") from e
-  problems = []
-  for name in sorted(set(expected) - set(found)):
-    problems.append(f"missing {name} (expected shape {expected[name]})")
-  for name in sorted(set(found) - set(expected)):
-    problems.append(f"unexpected {name} (shape {found[name]})")
-  for name in sorted(set(expected) & set(found)):
-    if tuple(expected[name]) != found[name]:
-      problems.append(f"{name}: expected shape {tuple(expected[name])}, found {found[name]}")
-  if problems:
-    raise ValueError(f"{source}: parameters do not match the config:\n  " + "\n  ".join(problems))
-
-
-def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  if hasattr(tree, "items"):
-    out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, prefix + (str(key),)))
-    return out
-  return {prefix: tree}
 
 
 def config_to_dict(config: T5Config) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from specdec import param_tree
 from specdec.config import T5Config
 
 _GCS_RE = re.compile(r"^gs://([^/]+)/?(.*)$", re.DOTALL)
@@ -276,11 +277,10 @@ def load_params(checkpoint_dir: str, config: T5Config | None, *,
   leaves = [_leaf(k, v, checkpoint_dir, path) for k, v in _flatten_target(target).items()]
 
   if config is not None and all(leaf.declared_shape is not None for leaf in leaves):
-    from specdec import model  # pylint: disable=g-import-not-at-top
     # Zero-stride stand-ins: the check needs shapes only, not the data.
     declared = _unflatten({leaf.keys: np.broadcast_to(np.float32(0), leaf.declared_shape)
                            for leaf in leaves})
-    model.check_params(config, declared, source=checkpoint_dir)
+    param_tree.check_params(config, declared, source=checkpoint_dir)
 
   # Open every array first (tensorstore does the I/O of all opens concurrently), then read.
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
