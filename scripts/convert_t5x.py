@@ -68,14 +68,14 @@ def convert(*, checkpoint_dir: str, output_dir: str, gin_file: str | None = None
             config_json: str | None = None, gin_overrides: dict | None = None,
             progress: bool = True):
   """Reads the T5X checkpoint, writes specdec's checkpoint to `output_dir`; returns the model."""
-  from specdec import T5Config, T5Model  # pylint: disable=g-import-not-at-top
+  from specdec import T5Model  # pylint: disable=g-import-not-at-top
   from specdec import model as model_lib  # pylint: disable=g-import-not-at-top
-  from specdec import t5x_import  # pylint: disable=g-import-not-at-top
+  from specdec import t5x_gin, t5x_import  # pylint: disable=g-import-not-at-top
 
   if (gin_file is None) == (config_json is None):
     raise ValueError("Give exactly one of --gin_file and --config_json")
   if gin_file is not None:
-    config = T5Config.from_t5x_gin(gin_file, **(gin_overrides or {}))
+    config = t5x_gin.config_from_gin(gin_file, **(gin_overrides or {}))
   else:
     if gin_overrides:
       raise ValueError("--gin_override only applies to --gin_file")

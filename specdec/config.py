@@ -1,7 +1,8 @@
 """`T5Config`: the hyperparameters of a T5 encoder-decoder, with T5X's field names.
 
 The field names are those of `t5x/examples/t5/network.py`'s `T5Config`, so a T5X gin file's
-`network.T5Config.*` bindings map onto this class one to one (see `T5Config.from_t5x_gin`).
+`network.T5Config.*` bindings map onto this class one to one (`specdec.t5x_gin.config_from_gin`
+reads them; this module imports nothing of specdec's).
 """
 
 from __future__ import annotations
@@ -99,12 +100,6 @@ class T5Config:
     if unknown:
       raise TypeError(f"T5Config.preset: unknown field(s) {sorted(unknown)}")
     return cls(**{**PRESETS[name], **overrides})
-
-  @classmethod
-  def from_t5x_gin(cls, path: str, **overrides: Any) -> "T5Config":
-    """Reads the `network.T5Config.*` bindings of a T5X model gin file (see `t5x_import`)."""
-    from specdec import t5x_import  # pylint: disable=g-import-not-at-top
-    return t5x_import.config_from_gin(path, **overrides)
 
 
 def _t5_1_1(emb_dim, num_heads, num_layers, mlp_dim):

@@ -1,15 +1,15 @@
-"""Reads T5X checkpoints and T5X model gin files.
+"""Reads the model parameters of T5X checkpoints.
 
-* `load_params(checkpoint_dir, config)` reads the model parameters (`target.*`) of a checkpoint
-  written by T5X's `checkpoints.Checkpointer` (the legacy format: a msgpack file `checkpoint`
-  whose array leaves are TensorStore specs of one zarr folder per array, e.g.
-  `target.decoder.layers_0.mlp.wi_0.kernel/`; small arrays may be stored inline). The optimizer
-  state (`state.*`) is never read. Arrays may be float32 or bfloat16 and may be chunked; they are
-  read with tensorstore and returned as float32 numpy arrays in T5X's parameter tree
-  (`token_embedder/embedding`, `encoder/layers_0/attention/query/kernel`, ...).
-* `config_from_gin(path)` reads the `network.T5Config.*` bindings of a T5X model gin file (such
-  as T5X's `t5x/examples/t5/t5_1_1/small.gin`) with a small parser for the subset of gin that
-  those files use; neither gin's parser nor t5x is needed.
+`load_params(checkpoint_dir, config)` reads the model parameters (`target.*`) of a checkpoint
+written by T5X's `checkpoints.Checkpointer` (the legacy format: a msgpack file `checkpoint` whose
+array leaves are TensorStore specs of one zarr folder per array, e.g.
+`target.decoder.layers_0.mlp.wi_0.kernel/`; small arrays may be stored inline). The optimizer
+state (`state.*`) is never read. Arrays may be float32 or bfloat16 and may be chunked; they are
+read with tensorstore and returned as float32 numpy arrays in T5X's parameter tree
+(`token_embedder/embedding`, `encoder/layers_0/attention/query/kernel`, ...).
+
+The config a checkpoint was made with comes from its T5X model gin file through
+`specdec.t5x_gin.config_from_gin`.
 
 Local paths and `gs://bucket/path` paths (when tensorstore finds Google Cloud credentials) both
 work. Every problem with the files raises a ValueError that names the file, folder or array.
@@ -17,9 +17,7 @@ work. Every problem with the files raises a ValueError that names the file, fold
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import logging
 import os
 import re
 from typing import Any, Callable, Iterable
@@ -33,7 +31,6 @@ _GCS_RE = re.compile(r"^gs://([^/]+)/?(.*)$", re.DOTALL)
 _CHECKPOINT_FILE = "checkpoint"
 _CHECKPOINT_DIR_RE = re.compile(r"^checkpoint_(\d+)$")
 _PLACEHOLDER = "PLACEHOLDER://"
-_LOG = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
 # Paths: local folders and gs:// (one kvstore spec for each).
@@ -303,273 +300,3 @@ def load_params(checkpoint_dir: str, config: T5Config | None, *,
                        f"{e}") from e
     flat[leaf.keys] = _read_array(leaf, store)
   return _unflatten(flat)
-
-
-# --------------------------------------------------------------------------------------------
-# Gin files.
-# --------------------------------------------------------------------------------------------
-
-# T5X's `t5x/examples/t5/network.py` T5Config defaults, used for fields a gin file leaves unbound
-# (they differ from specdec's T5Config defaults: T5X's default MLP is ('relu',)).
-_T5X_DEFAULTS = {
-    "dtype": "float32", "emb_dim": 512, "num_heads": 8, "num_encoder_layers": 6,
-    "num_decoder_layers": 6, "head_dim": 64, "mlp_dim": 2048, "mlp_activations": ("relu",),
-    "dropout_rate": 0.1, "logits_via_embedding": False,
-}
-# T5X T5Config fields that specdec has no field for; accepted only with the value that specdec's
-# network computes (T5X's default).
-_T5X_ONLY_FIELDS = {"float32_attention_logits": False}
-_FIELDS = {f.name for f in dataclasses.fields(T5Config)}
-_DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16",
-                "f32": "float32", "bf16": "bfloat16", "f16": "float16", "fp32": "float32",
-                "fp16": "float16"}
-_MACRO_RE = re.compile(r"^%([A-Za-z_][\w.]*)$")
-_NAME_RE = re.compile(r"^[A-Za-z_][\w]*$")
-_BINDING_RE = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(.*)$", re.DOTALL)
-_BLOCK_RE = re.compile(r"^([A-Za-z_][\w./]*)\s*:\s*$")
-_INCLUDE_RE = re.compile(r"^include\s+(.*)$")
-
-
-@dataclasses.dataclass
-class _Value:
-  text: str
-  where: str  # 'file:line'
-
-
-def _strip_comment(line: str) -> str:
-  """The line without a trailing `# comment` ('#' inside quotes is kept)."""
-  quote = None
-  for i, ch in enumerate(line):
-    if quote:
-      if ch == "\\":
-        continue
-      if ch == quote:
-        quote = None
-    elif ch in "'\"":
-      quote = ch
-    elif ch == "#":
-      return line[:i]
-  return line
-
-
-def _logical_lines(path: str, text: str) -> list[tuple[int, str, bool]]:
-  """(line number, text, indented) for each statement; bracketed values may span lines."""
-  out: list[tuple[int, str, bool]] = []
-  pending: list[str] = []
-  depth, start, indented = 0, 0, False
-  for number, raw in enumerate(text.splitlines(), 1):
-    line = _strip_comment(raw).rstrip()
-    if not pending:
-      if not line.strip():
-        continue
-      start, indented = number, line[:1].isspace()
-    continued = line.endswith("\\")
-    if continued:
-      line = line[:-1]
-    pending.append(line.strip())
-    depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
-    if continued or depth > 0:
-      continue
-    out.append((start, " ".join(p for p in pending if p), indented))
-    pending, depth = [], 0
-  if pending:
-    raise ValueError(f"Cannot parse gin file {path}: unclosed bracket in the statement at "
-                     f"line {start}")
-  return out
-
-
-def _is_t5config(selector: str) -> bool:
-  # 'network.T5Config', 't5x.examples.t5.network.T5Config' or 'T5Config'; scoped ones
-  # ('encoder/network.T5Config') are not the model's config.
-  return "/" not in selector and selector.split(".")[-1] == "T5Config"
-
-
-def _find_include(include: str, gin_path: str) -> str | None:
-  """An included file: absolute, or relative to the gin file's folder or any folder above it
-  (T5X's includes are relative to the t5x repository root, e.g. 't5x/examples/t5/...')."""
-  if os.path.isabs(include):
-    return include if os.path.isfile(include) else None
-  folder = os.path.dirname(os.path.abspath(gin_path))
-  while True:
-    candidate = os.path.join(folder, include)
-    if os.path.isfile(candidate):
-      return candidate
-    parent = os.path.dirname(folder)
-    if parent == folder:
-      return None
-    folder = parent
-
-
-def _parse_gin(path: str, macros: dict[str, _Value], fields: dict[str, _Value],
-               seen: tuple[str, ...] = ()) -> None:
-  """Adds the macros and T5Config bindings of `path` (and of the files it includes) in file
-  order, later ones overriding earlier ones as in gin."""
-  if not os.path.isfile(path):
-    raise ValueError(f"Gin file not found: {path}")
-  if os.path.abspath(path) in seen:
-    raise ValueError(f"Gin file {path} includes itself (via {' -> '.join(seen)})")
-  seen = seen + (os.path.abspath(path),)
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
-  block = None  # The selector of the `selector:` block we are in.
-  for number, line, indented in _logical_lines(path, text):
-    where = f"{path}:{number}"
-    if not indented:
-      block = None
-    m = _BLOCK_RE.match(line)
-    if m and not indented:
-      block = m.group(1)
-      continue
-    if indented:
-      if block is None:
-        raise ValueError(f"Cannot parse gin file {where}: unexpected indented line {line!r}")
-      m = _BINDING_RE.match(line)
-      if not m or "." in m.group(1) or "/" in m.group(1):
-        raise ValueError(f"Cannot parse gin file {where}: expected 'name = value' in the "
-                         f"{block} block, got {line!r}")
-      if _is_t5config(block):
-        fields[m.group(1)] = _Value(m.group(2).strip(), where)
-      continue
-    m = _INCLUDE_RE.match(line)
-    if m:
-      try:
-        include = ast.literal_eval(m.group(1).strip())
-      except (ValueError, SyntaxError) as e:
-        raise ValueError(f"Cannot parse gin file {where}: bad include {line!r}") from e
-      found = _find_include(include, path)
-      if found is None:
-        _LOG.warning("%s: ignoring include %r (no such file relative to the gin file or the "
-                        "folders above it)", where, include)
-      else:
-        _parse_gin(found, macros, fields, seen)
-      continue
-    if line.startswith(("from ", "import ")):
-      continue  # `from __gin__ import dynamic_registration`, `import t5x.examples...`.
-    m = _BINDING_RE.match(line)
-    if not m:
-      raise ValueError(f"Cannot parse gin file {where}: {line!r}")
-    selector, value = m.group(1), m.group(2).strip()
-    if _NAME_RE.match(selector):
-      macros[selector] = _Value(value, where)
-    elif "." in selector:
-      configurable, _, param = selector.rpartition(".")
-      if _is_t5config(configurable):
-        fields[param] = _Value(value, where)
-    # Other bindings (optimizer, vocabulary, ...) do not concern the network config.
-
-
-def _evaluate(value: _Value, macros: dict[str, _Value], field: str,
-              stack: tuple[str, ...] = ()) -> Any:
-  text = value.text
-  m = _MACRO_RE.match(text)
-  if m:
-    name = m.group(1)
-    if name in stack:
-      raise ValueError(f"{value.where}: macro %{name} refers to itself")
-    if name == "gin.REQUIRED" or name not in macros:
-      raise ValueError(f"{value.where}: T5Config.{field} = %{name}, but macro {name} is not "
-                       f"defined in the gin file; pass it as an override, e.g. "
-                       f"config_from_gin(path, {field}=...) or {name}=...")
-    return _evaluate(macros[name], macros, field, stack + (name,))
-  if text.startswith("@"):
-    raise ValueError(f"{value.where}: T5Config.{field} = {text}: configurable references are not "
-                     "supported here; give a literal value")
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    pass
-  # Gin writes a few constants bare: dtype names like jnp.bfloat16.
-  if field == "dtype":
-    return text
-  raise ValueError(f"{value.where}: cannot parse the value of T5Config.{field}: {text!r}")
-
-
-def _map_dtype(value: Any, where: str) -> str:
-  name = str(value)
-  for prefix in ("jax.numpy.", "jnp.", "numpy.", "np."):
-    if name.startswith(prefix):
-      name = name[len(prefix):]
-  if name not in _DTYPE_NAMES:
-    raise ValueError(f"{where}: unsupported T5Config.dtype {value!r}; supported: "
-                     "'float32', 'bfloat16', 'float16'")
-  return _DTYPE_NAMES[name]
-
-
-def config_from_gin(path: str, **overrides: Any) -> T5Config:
-  """Reads the `network.T5Config.*` bindings of a T5X model gin file.
-
-  Understands the subset of gin that T5X's model gin files use: `network.T5Config:` blocks of
-  indented `key = value` lines, `network.T5Config.key = value` lines, macros (`NAME = value`,
-  referenced as `%NAME`), `#` comments, `from`/`import` lines (skipped) and `include` lines
-  (followed when the file exists relative to the gin file or a folder above it, e.g. the t5x
-  repository root for `include 't5x/examples/t5/t5_1_1/base.gin'`; otherwise skipped with a
-  warning). Values are Python literals (numbers, strings, tuples, True/False).
-
-  Fields the file leaves unbound take T5X's `network.T5Config` defaults (e.g. ('relu',)
-  activations), not specdec's.
-
-  Args:
-    path: The gin file.
-    **overrides: T5Config fields (`dropout_rate=0.0`) or macros (`DROPOUT_RATE=0.0`) to set,
-      taking precedence over the file.
-
-  Returns:
-    The T5Config.
-
-  Raises:
-    ValueError: naming the file if it does not exist or cannot be parsed, and naming the keys
-      if it binds T5Config fields specdec does not know, or a value refers to an undefined macro.
-  """
-  if not isinstance(path, (str, os.PathLike)):
-    raise TypeError(f"path must be a path to a gin file, got {type(path).__name__}")
-  path = os.fspath(path)
-  macros: dict[str, _Value] = {}
-  fields: dict[str, _Value] = {}
-  _parse_gin(path, macros, fields)
-
-  field_overrides = {}
-  unknown_overrides = []
-  for key, value in overrides.items():
-    if key in _FIELDS or key in _T5X_ONLY_FIELDS:
-      field_overrides[key] = value
-    elif _NAME_RE.match(key) and key.upper() == key:
-      macros[key] = _Value(repr(value), "override")
-    else:
-      unknown_overrides.append(key)
-  if unknown_overrides:
-    raise ValueError(f"config_from_gin: unknown override(s) {sorted(unknown_overrides)}: not "
-                     f"T5Config fields ({sorted(_FIELDS)}) nor macro names (UPPER_CASE)")
-
-  unknown = sorted(k for k in fields if k not in _FIELDS and k not in _T5X_ONLY_FIELDS)
-  if unknown:
-    raise ValueError(f"{path}: unknown T5Config key(s) {unknown} "
-                     f"(at {', '.join(fields[k].where for k in unknown)}); known: "
-                     f"{sorted(_FIELDS)}")
-
-  values = dict(_T5X_DEFAULTS)
-  where = {}
-  for key, value in fields.items():
-    if key in field_overrides:
-      continue
-    values[key] = _evaluate(value, macros, key)
-    where[key] = value.where
-  values.update(field_overrides)
-
-  for key, supported in _T5X_ONLY_FIELDS.items():
-    if key in values:
-      if values.pop(key) != supported:
-        raise ValueError(f"{where.get(key, 'override')}: T5Config.{key} is not supported by "
-                         f"specdec (only {supported!r})")
-  if "dtype" in values:
-    values["dtype"] = _map_dtype(values["dtype"], where.get("dtype", "override"))
-  if "vocab_size" not in values:
-    raise ValueError(f"{path}: T5Config.vocab_size is not bound (T5X has no default for it); "
-                     "bind it in the gin file or pass vocab_size=...")
-  if isinstance(values.get("mlp_activations"), str):
-    values["mlp_activations"] = (values["mlp_activations"],)
-  if "dropout_rate" in values:
-    values["dropout_rate"] = float(values["dropout_rate"])
-  try:
-    return T5Config(**values)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{path}: invalid T5Config: {e}") from e

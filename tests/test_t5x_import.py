@@ -16,7 +16,7 @@ import pytest
 import tensorstore as ts
 
 from conftest import load_script
-from specdec import T5Config, T5Model, generate, t5x_import
+from specdec import T5Config, T5Model, generate, t5x_gin, t5x_import
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "testdata", "t5x_tiny_v1_1")
@@ -176,7 +176,7 @@ def test_bfloat16_and_chunked_arrays(tmp_path, model):
 
 
 def test_gin_file_gives_the_fixture_config():
-  assert T5Config.from_t5x_gin(GIN) == CONFIG
+  assert t5x_gin.config_from_gin(GIN) == CONFIG
 
 
 def test_gin_overrides_includes_and_errors(tmp_path):
@@ -198,8 +198,8 @@ def test_gin_overrides_includes_and_errors(tmp_path):
   small.write_text("include 't5x/examples/t5/t5_1_1/base.gin'  # imports the rest\n"
                    "network.T5Config:\n  emb_dim = 512\n  num_heads = 6\n")
   with pytest.raises(ValueError, match="macro DROPOUT_RATE is not defined"):
-    T5Config.from_t5x_gin(str(small))
-  config = T5Config.from_t5x_gin(str(small), DROPOUT_RATE=0.1, dtype="float32")
+    t5x_gin.config_from_gin(str(small))
+  config = t5x_gin.config_from_gin(str(small), DROPOUT_RATE=0.1, dtype="float32")
   assert config == T5Config(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=6,
                             num_decoder_layers=6, head_dim=64, mlp_dim=2048,
                             mlp_activations=("gelu", "linear"), dropout_rate=0.1,
@@ -208,9 +208,9 @@ def test_gin_overrides_includes_and_errors(tmp_path):
   bad = tmp_path / "bad.gin"
   bad.write_text("network.T5Config.vocab_size = 64\nnetwork.T5Config.num_experts = 8\n")
   with pytest.raises(ValueError, match=r"unknown T5Config key\(s\) \['num_experts'\]"):
-    T5Config.from_t5x_gin(str(bad))
+    t5x_gin.config_from_gin(str(bad))
   with pytest.raises(ValueError, match="Gin file not found: .*missing.gin"):
-    T5Config.from_t5x_gin(str(tmp_path / "missing.gin"))
+    t5x_gin.config_from_gin(str(tmp_path / "missing.gin"))
 
 
 # --- the convert script ---------------------------------------------------------------------
