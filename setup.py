@@ -17,6 +17,7 @@ setuptools.setup(
     install_requires=[
         "jax>=0.4.30",
         "flax>=0.8",
+        "safetensors>=0.4.5",  # hf_import; >=0.4.5 reads bfloat16 into numpy (via ml_dtypes)
         "optax>=0.2",
         "orbax-checkpoint>=0.5",
         "gin-config>=0.5",

@@ -140,8 +140,9 @@ class T5Model:
 
   @classmethod
   def from_hf(cls, path: str, *, dtype: str = "float32") -> "T5Model":
-    """Loads a Hugging Face T5 directory (`config.json` + `model.safetensors` or
-    `pytorch_model.bin`), v1.0 (tied) or v1.1 (untied)."""
+    """Loads a Hugging Face T5 directory, v1.0 (tied) or v1.1 (untied): `config.json` and
+    `model.safetensors` or `pytorch_model.bin`, or their sharded forms (an index
+    `*.index.json` and its shards, as the large public checkpoints come); see `hf_import`."""
     config, params = hf_import.load(path, dtype=dtype)
     return cls.from_params(config, params, source=path)
 
