@@ -1,9 +1,10 @@
-"""T5X-style decode functions over specdec's two decoders: `temperature_sample`, `speculative_sample`.
+"""T5X-style decode functions over specdec's decoders: `temperature_sample`, `speculative_sample`.
 
-T5X's `EncoderDecoderModel` calls a gin-bound `decode_fn` (e.g. `t5x.decoding.temperature_sample`)
-with keyword arguments and gets back `[B, num_decodes, L]` sequences plus auxiliary outputs. These
-two follow that convention (T5X's argument names: `decode_rng`, `num_decodes`, `topk`, `topp`,
-`max_decode_steps`), so a run switches to speculative decoding with one gin line:
+T5X's `EncoderDecoderModel` calls a gin-bound `decode_fn` (e.g. T5X's
+`decoding.temperature_sample`) with keyword arguments and gets back `[B, num_decodes, L]` sequences
+plus auxiliary outputs. These two follow that convention (T5X's argument names: `decode_rng`,
+`num_decodes`, `topk`, `topp`, `max_decode_steps`), so a run switches to speculative decoding with
+one gin line:
 
     EncoderDecoderModel.decode_fn = @specdec.decode_fns.speculative_sample
     specdec.decode_fns.speculative_sample.gamma = 4

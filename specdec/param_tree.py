@@ -1,4 +1,4 @@
-"""A config's parameter tree: its initial values, shapes, logical axes, and the check of a loaded one.
+"""A config's parameter tree: initial values, shapes, logical axes, and the check of a loaded one.
 
 The tree is T5X's (`token_embedder/embedding`, `encoder/layers_0/attention/query/kernel`, ...),
 as `specdec.network.transformer(config)` defines it. `specdec.model` builds on this module, and
