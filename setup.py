@@ -2,6 +2,8 @@
 
 import setuptools
 
+SEQIO = ["seqio>=0.0.19"]
+
 setuptools.setup(
     name="specdec",
     version="0.1.0",
@@ -24,7 +26,6 @@ setuptools.setup(
         "absl-py",
         "numpy",
         "sentencepiece",
-        "seqio>=0.0.19",
         "tensorstore",
         "sacrebleu>=2",
         "rouge-score",
@@ -33,8 +34,11 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
+        # seqio (and through it tensorflow, ~2 GB) only for the seqio tasks (specdec.tasks) and
+        # scripts/infer.py; the core, the demo and scripts/translate.py never import them.
+        "seqio": SEQIO,
         "test": ["pytest", "pytest-xdist", "hypothesis", "scipy", "nbclient", "nbformat",
-                 "ipykernel"],
+                 "ipykernel"] + SEQIO,
         # Never leave torch unpinned: an unpinned torch pulls a multi-GB CUDA build.
         "peer": ["torch==2.13.0", "transformers>=4.57,<4.58"],
     },

@@ -2,9 +2,10 @@
 
 The data files are built by ``scripts/build_data.py`` (see
 ``specdec/assets/data/LICENSES.md``) and the vocabulary by
-``scripts/train_vocab.py``. seqio / tensorflow are imported lazily so that
-``read_pairs`` and the metrics stay cheap; seqio tasks are registered by
-importing :mod:`specdec.tasks`.
+``scripts/train_vocab.py``. Nothing here imports seqio or tensorflow: the
+vocabulary is read with sentencepiece alone (:func:`vocabulary`). The seqio
+tasks live one level above, in :mod:`specdec.tasks` (which imports this
+module, never the other way round), with seqio's own vocabulary object.
 """
 
 import functools
@@ -117,15 +118,6 @@ def read_pairs(task_name: str, split: str) -> List[Tuple[str, str]]:
   return pairs
 
 
-def hide_gpus_from_tensorflow():
-  """Keeps tensorflow (used only for tf.data) off any accelerator."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except (RuntimeError, ValueError):  # already initialised
-    pass
-
-
 def vocab_path() -> str:
   """VOCAB_PATH, or a ValueError naming it when the committed model is missing."""
   if not os.path.exists(VOCAB_PATH):
@@ -134,17 +126,60 @@ def vocab_path() -> str:
   return VOCAB_PATH
 
 
+class Vocabulary:
+  """A SentencePiece model read with sentencepiece alone (no seqio, no tensorflow).
+
+  Its `encode`/`decode` give what `seqio.SentencePieceVocabulary` gives for the same
+  model (no extra ids): `decode` stops after the first EOS and maps ids at or above
+  `vocab_size` to UNK. `processor` is the underlying `SentencePieceProcessor`.
+  """
+
+  def __init__(self, path: str):
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    if not os.path.exists(path):
+      raise ValueError(f"missing vocabulary {path}")
+    self.path = path
+    self.processor = sentencepiece.SentencePieceProcessor(model_file=path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.processor.piece_size()
+
+  @property
+  def pad_id(self) -> int:
+    return self.processor.pad_id()
+
+  @property
+  def eos_id(self) -> int:
+    return self.processor.eos_id()
+
+  @property
+  def unk_id(self) -> int:
+    return self.processor.unk_id()
+
+  def encode(self, text: str) -> List[int]:
+    """One string -> its token ids (no EOS appended)."""
+    if not isinstance(text, str):
+      raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return self.processor.EncodeAsIds(text)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """Token ids -> one string, through the first EOS (pad and EOS decode to nothing)."""
+    ids = [int(i) for i in ids]
+    ids = [self.unk_id if i >= self.vocab_size else i for i in ids]
+    if self.eos_id in ids:
+      ids = ids[:ids.index(self.eos_id) + 1]
+    return self.processor.DecodeIds(ids)
+
+  def __repr__(self) -> str:
+    return f"Vocabulary({self.path!r}, vocab_size={self.vocab_size})"
+
+
 @functools.lru_cache(maxsize=None)
-def vocabulary():
-  """The committed SentencePiece vocabulary (T5 ids: pad 0, eos 1, unk 2)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  return seqio.SentencePieceVocabulary(vocab_path())
-
-
-def get_task(name: str):
-  """Returns a registered specdec seqio Task (registers on first use)."""
-  from specdec import tasks  # pylint: disable=g-import-not-at-top
-  return tasks.get_task(name)
+def vocabulary() -> Vocabulary:
+  """The committed SentencePiece vocabulary (T5 ids: pad 0, eos 1, unk 2), without seqio;
+  `specdec.tasks.vocabulary()` is the same model as a `seqio.SentencePieceVocabulary`."""
+  return Vocabulary(vocab_path())
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from specdec import data
 from specdec.model import T5Model
 
 # SPECDEC_CHECKPOINT_DIR points elsewhere (tests use it to stand in small pairs).
@@ -29,14 +30,32 @@ _PAIRS = {
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedPair:
-  """A shipped target and its drafts over one SentencePiece vocabulary."""
+  """A shipped target and its drafts over one SentencePiece vocabulary.
+
+  Every field named `draft` or `draft_<kind>` is a draft (None where this installation lacks
+  it); `draft_names()` lists the present ones and `get_draft(name)` looks one up by name, so
+  scripts that take a `--draft` flag work for any draft a pair gains.
+  """
   name: str
   task: str
   prefix: str
   target: T5Model
   draft: T5Model        # Distilled from the target (the one to use).
   draft_plain: T5Model | None  # Trained on the labels only (for comparison).
-  vocabulary: Any       # seqio.SentencePieceVocabulary.
+  vocabulary: data.Vocabulary  # sentencepiece-backed: encode(str) / decode(ids).
+
+  def draft_names(self) -> list[str]:
+    """Names of the drafts present, the default one (`draft`) first."""
+    return [f.name for f in dataclasses.fields(self)
+            if (f.name == "draft" or f.name.startswith("draft_"))
+            and getattr(self, f.name) is not None]
+
+  def get_draft(self, name: str = "draft") -> Any:
+    """The draft called `name`; ValueError listing the present ones for any other name."""
+    if name not in self.draft_names():
+      raise ValueError(f"draft: pair {self.name!r} has no draft {name!r}; it has "
+                       f"{self.draft_names()}")
+    return getattr(self, name)
 
   def encode(self, texts: Sequence[str], *, max_length: int | None = None) -> np.ndarray:
     """Texts → int32 `[B, S]` encoder inputs (task prefix added, EOS appended, 0-padded)."""
@@ -51,14 +70,24 @@ class PretrainedPair:
       out[i, :len(x)] = x
     return out
 
-  def decode(self, tokens: Any) -> list[str]:
-    """int `[B, T]` decoder outputs → texts (stops at EOS, ignores padding)."""
-    texts = []
-    for row in np.asarray(tokens):
-      row = row.tolist()
-      row = row[:row.index(1)] if 1 in row else row
-      texts.append(self.vocabulary.decode([t for t in row if t > 1]))
-    return texts
+  def decode(self, tokens: Any) -> list[str] | str:
+    """Decoder outputs → text, stopping at EOS and ignoring padding.
+
+    An int `[B, T]` batch gives a list of B strings; one int `[T]` row (e.g. `tokens[0]`) gives
+    one string. Anything else raises ValueError/TypeError naming `tokens`.
+    """
+    array = np.asarray(tokens)
+    if array.ndim not in (1, 2):
+      raise ValueError(f"tokens must be one row [T] or a batch [B, T] of token ids, got shape "
+                       f"{array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+      raise TypeError(f"tokens must be integer token ids, got dtype {array.dtype}")
+    texts = [self._decode_row(row.tolist()) for row in np.atleast_2d(array)]
+    return texts[0] if array.ndim == 1 else texts
+
+  def _decode_row(self, row: list[int]) -> str:
+    row = row[:row.index(1)] if 1 in row else row
+    return self.vocabulary.decode([t for t in row if t > 1])
 
 
 def names() -> list[str]:
@@ -71,7 +100,6 @@ def load(name: str) -> PretrainedPair:
   """Loads a shipped pair; an unknown name raises ValueError listing the known ones."""
   if name not in names():
     raise ValueError(f"Unknown pretrained pair {name!r}; known: {names()}")
-  from specdec import data  # pylint: disable=g-import-not-at-top  (imports seqio)
   task, prefix = _PAIRS[name]
   root = os.path.join(CHECKPOINT_DIR, name)
   plain = os.path.join(root, "draft_plain")

@@ -7,16 +7,53 @@ Importing this module registers (idempotently):
 * ``specdec_summarize``: Debian long description -> synopsis, inputs prefixed
   with "summarize: ", ROUGE-1/2/Lsum metrics.
 * ``specdec_all``: mixture of both (rates proportional to train sizes).
+
+This is the only module that imports seqio and tensorflow (the ``[seqio]`` extra); it stands
+above :mod:`specdec.data`, which needs neither.
 """
 
+import contextlib
 import functools
-
-import seqio
-import tensorflow as tf
+import os
+import sys
+import tempfile
 
 from specdec import data
 
-data.hide_gpus_from_tensorflow()
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+  """Sends what C++ code writes to file descriptor 2 to a temporary file while the block runs
+  (tensorflow's import prints its oneDNN / CUDA-driver / absl::InitializeLog lines there, twice,
+  whatever TF_CPP_MIN_LOG_LEVEL says); replays it if the block raises."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode("utf-8", "replace"))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+with _native_stderr_captured():
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:
+    import seqio  # pylint: disable=g-import-not-at-top,g-bad-import-order
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top,g-bad-import-order
+  except ImportError as e:
+    raise ImportError(f"specdec.tasks needs seqio and tensorflow ({e}); install the extra: "
+                      "pip install -e '.[seqio]'") from e
+  try:  # Keeps tensorflow (used only for tf.data) off any accelerator.
+    tf.config.set_visible_devices([], "GPU")
+  except (RuntimeError, ValueError):  # already initialised
+    pass
 
 TASK_NAMES = tuple(sorted(data.TASK_DIRS))
 MIXTURE_NAME = data.MIXTURE_NAME
@@ -41,8 +78,15 @@ def _add_prefix(dataset, prefix):
   return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+@functools.lru_cache(maxsize=None)
+def vocabulary() -> seqio.SentencePieceVocabulary:
+  """The committed vocabulary as seqio's object (`data.vocabulary()` is the same model
+  read without seqio)."""
+  return seqio.SentencePieceVocabulary(data.vocab_path())
+
+
 def output_features():
-  vocab = data.vocabulary()
+  vocab = vocabulary()
   return {
       "inputs": seqio.Feature(vocabulary=vocab, add_eos=True),
       "targets": seqio.Feature(vocabulary=vocab, add_eos=True),

@@ -341,12 +341,10 @@ def kl_on_batch(teacher: T5Model, student: T5Model, batch: dict) -> float:
 
 @functools.lru_cache(maxsize=None)
 def tokenizer():
-  """The committed SentencePiece processor: the model behind `specdec.data.vocabulary()`, loaded
-  with sentencepiece alone, so that training and evaluation need neither seqio nor tensorflow
-  (e.g. on an accelerator host that has only JAX)."""
-  import sentencepiece  # pylint: disable=g-import-not-at-top
+  """The committed SentencePiece processor (`specdec.data.vocabulary().processor`): training
+  and evaluation need neither seqio nor tensorflow (e.g. on an accelerator host with only JAX)."""
   from specdec import data  # pylint: disable=g-import-not-at-top
-  return sentencepiece.SentencePieceProcessor(model_file=data.vocab_path())
+  return data.vocabulary().processor
 
 
 def task_prefix(task: str) -> str:

@@ -6,6 +6,8 @@ Numbers from the shipped checkpoints (see specdec/assets/checkpoints/ende/TRAINI
 fixed checkpoints); a re-trained pair has to re-earn it.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,31 @@ def test_distilled_draft_is_accepted_more_often(pair, test_batch):
     alphas[name] = result.stats.summary()["alpha"]
   assert alphas["distilled"] > alphas["plain"], alphas
   assert alphas["distilled"] > 0.3, alphas
+
+
+def test_decode_takes_a_batch_or_one_row(pair):
+  tokens = np.array([[36, 126, 14, 1, 5], [22, 4, 1, 0, 0]], np.int32)
+  batch = pair.decode(tokens)
+  assert isinstance(batch, list) and len(batch) == 2
+  assert pair.decode(tokens[0]) == batch[0]        # one [T] row: one string
+  assert pair.decode(list(tokens[1])) == batch[1]
+  assert pair.decode(tokens[:1]) == batch[:1]      # [1, T]: a list of one
+  assert batch[0] == pair.vocabulary.decode([36, 126, 14])
+  with pytest.raises(ValueError, match="tokens"):
+    pair.decode(tokens[None])
+  with pytest.raises(ValueError, match="tokens"):
+    pair.decode(np.int32(5))
+  with pytest.raises(TypeError, match="tokens"):
+    pair.decode(np.array([1.5, 2.0]))
+
+
+def test_drafts_by_name(pair):
+  assert pair.draft_names()[:2] == ["draft", "draft_plain"]  # (and any draft_<kind> added)
+  assert pair.get_draft() is pair.draft and pair.get_draft("draft") is pair.draft
+  assert pair.get_draft("draft_plain") is pair.draft_plain
+  with pytest.raises(ValueError, match=r"no draft 'target'.*draft_plain"):
+    pair.get_draft("target")
+  without_plain = dataclasses.replace(pair, draft_plain=None)
+  assert without_plain.draft_names() == [n for n in pair.draft_names() if n != "draft_plain"]
+  with pytest.raises(ValueError, match="draft_plain"):
+    without_plain.get_draft("draft_plain")
