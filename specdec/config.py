@@ -30,7 +30,10 @@ class T5Config:
     dropout_rate: Dropout used in training only; decoding is always deterministic.
     logits_via_embedding: True ties the output layer to the token embedding (v1.0) and scales
       the final hidden state by emb_dim**-0.5; False uses an untied `logits_dense` (v1.1).
-    dtype: Activation dtype ('float32' or 'bfloat16'); parameters are always stored in float32.
+    dtype: Activation dtype: 'float32', 'bfloat16' or 'float16', given as that string (as gin
+      passes it) or as any dtype-like object naming it (`jnp.bfloat16`, `np.float32`,
+      `np.dtype('float32')`, as T5X's own `T5Config` takes it); stored as the canonical string,
+      so equal configs compare, hash and serialise alike. Parameters are always float32.
     relative_attention_num_buckets: Buckets of the relative-position bias (T5X default 32).
     relative_attention_max_distance: Distance beyond which relative positions share a bucket.
   """
@@ -68,8 +71,7 @@ class T5Config:
             f"T5Config.mlp_activations: unknown activation {act!r}; known: {_ACTIVATIONS}")
     if not 0.0 <= float(self.dropout_rate) < 1.0:
       raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
-    if self.dtype not in _DTYPES:
-      raise ValueError(f"T5Config.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+    object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
     if not isinstance(self.logits_via_embedding, bool):
       raise TypeError(
           f"T5Config.logits_via_embedding must be a bool, got {self.logits_via_embedding!r}")
@@ -100,6 +102,27 @@ class T5Config:
     if unknown:
       raise TypeError(f"T5Config.preset: unknown field(s) {sorted(unknown)}")
     return cls(**{**PRESETS[name], **overrides})
+
+
+def canonical_dtype(dtype: Any) -> str:
+  """'float32' / 'bfloat16' / 'float16' for that string or any numpy/jax dtype-like naming it.
+
+  Raises:
+    ValueError: (naming `T5Config.dtype`) for any other dtype or string.
+    TypeError: (naming `T5Config.dtype`) for an object that is not a dtype at all.
+  """
+  if isinstance(dtype, str):
+    name = dtype
+  else:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    try:
+      name = np.dtype(dtype).name
+    except TypeError as e:
+      raise TypeError(f"T5Config.dtype must be one of {_DTYPES} (a string or a dtype), got "
+                      f"{dtype!r}") from e
+  if name not in _DTYPES:
+    raise ValueError(f"T5Config.dtype must be one of {_DTYPES}, got {dtype!r}")
+  return name
 
 
 def _t5_1_1(emb_dim, num_heads, num_layers, mlp_dim):

@@ -1,8 +1,14 @@
 """T5Config: T5X's published presets, validation, and the parameter count."""
 
+import json
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
 import pytest
 
 from specdec import T5Config, T5Model
+from specdec import model as model_lib
 from conftest import TINY, TINY_DRAFT
 
 # (emb_dim, num_heads, num_layers, mlp_dim) of T5X's t5x/examples/t5/t5_1_{0,1}/*.gin.
@@ -114,3 +120,32 @@ def test_config_is_hashable_and_lists_become_tuples():
 def test_num_params_counts_initialised_model(config):
   model = T5Model.init(config, 0)
   assert model.num_params == config.num_params
+
+
+_FLOAT32_SPELLINGS = ["float32", np.float32, np.dtype("float32"), jnp.float32,
+                      jnp.dtype("float32")]
+_BFLOAT16_SPELLINGS = ["bfloat16", jnp.bfloat16, jnp.dtype("bfloat16"), ml_dtypes.bfloat16]
+
+
+@pytest.mark.parametrize("canonical, spellings", [
+    ("float32", _FLOAT32_SPELLINGS), ("bfloat16", _BFLOAT16_SPELLINGS),
+    ("float16", ["float16", np.float16, jnp.float16])], ids=["float32", "bfloat16", "float16"])
+def test_every_dtype_spelling_gives_one_config(canonical, spellings):
+  """T5X's T5Config takes jnp dtypes, gin passes strings: all give the same config, hash and
+  config.json (the canonical string)."""
+  reference = TINY.replace(dtype=canonical)
+  for dtype in spellings:
+    config = TINY.replace(dtype=dtype)
+    assert config.dtype == canonical and type(config.dtype) is str, dtype
+    assert config == reference and hash(config) == hash(reference), dtype
+    assert json.dumps(model_lib.config_to_dict(config)) == json.dumps(
+        model_lib.config_to_dict(reference)), dtype
+    assert T5Config.preset("t5_1_1_small", dtype=dtype).dtype == canonical
+
+
+@pytest.mark.parametrize("dtype, error", [
+    ("int8", ValueError), (jnp.int8, ValueError), (np.float64, ValueError),
+    ("Float32", ValueError), ("fp32", ValueError), (3, TypeError), (None, ValueError)])
+def test_bad_dtype_names_the_field(dtype, error):
+  with pytest.raises(error, match=r"T5Config\.dtype"):
+    TINY.replace(dtype=dtype)
