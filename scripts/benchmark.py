@@ -9,9 +9,12 @@ r"""The paper's Tables 2–3 on the shipped pairs: α, c, v(γ), predicted and M
 For every shipped pair's task × temperature × draft × γ × batch: α, tokens per target call, the
 measured c and v(γ) (`specdec.timing`), the cost model's predicted speedup (paper form, v = 1;
 and v-aware) and the speedup measured over `specdec.generate` on the same prompts in this
-process (see `specdec.benchmarking`). Writes to --output_dir: benchmark.json (every row and the
-machine), benchmark.md (tables shaped like the paper's, best γ per setting, where the time goes)
-and speedup_<task>_b<batch>.png. Compile time is excluded from every timing; JAX's persistent
+process (see `specdec.benchmarking`). Writes to --output_dir (default runs/benchmark or
+runs/benchmark_quick, which git ignores; the committed results/ copies are written only when
+asked, e.g. --output_dir=results/benchmark_quick): benchmark.json (every row and the machine),
+benchmark.md (tables shaped like the paper's, best γ per setting, where the time goes) and
+speedup_<task>_b<batch>.png. Prints the machine and the load average before and after beside the
+results: the ratios depend on both. Compile time is excluded from every timing; JAX's persistent
 compilation cache (--compilation_cache_dir) makes reruns cheap.
 """
 
@@ -30,7 +33,7 @@ from absl import flags  # noqa: E402
 import gin  # noqa: E402
 import jax  # noqa: E402
 
-from specdec import benchmarking, data, gin_utils, pretrained  # noqa: E402
+from specdec import benchmarking, data, gin_utils, pretrained, timing  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,6 +92,7 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
                 repeats=repeats, timing_repeats=timing_repeats,
                 train_sentences=train_sentences, seed=seed)
   load_before = os.getloadavg()
+  print(f"load average before: {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
   rows, costs, notes, compiles, compile_s, profile_dir = [], {}, [], 0, 0.0, None
   profiled = None
   for name in pairs:
@@ -125,6 +129,7 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
   print(f"\n{len(rows)} rows, {compiles} compiles ({compile_s:.0f} s), "
         f"{time.perf_counter() - started:.0f} s in all; wrote "
         f"{', '.join(os.path.relpath(p) for p in paths)}")
+  print(timing.machine_line(metadata))
   return result
 
 
@@ -132,8 +137,9 @@ def define_flags() -> None:
   """The script's flags (defined only when run as a script, so tests can import `benchmark`)."""
   flags.DEFINE_bool("quick", False, "Use configs/benchmarks/quick.gin when no --gin_file is "
                     "given (default: full.gin).")
-  flags.DEFINE_string("output_dir", None, "Where to write results (default results/benchmark, "
-                      "or results/benchmark_quick with --quick).")
+  flags.DEFINE_string("output_dir", None, "Where to write results (default runs/benchmark, or "
+                      "runs/benchmark_quick with --quick: git ignores runs/; pass "
+                      "--output_dir=results/... to update the committed results).")
   flags.DEFINE_string("compilation_cache_dir",
                       os.path.expanduser("~/.cache/specdec/jax_compilation_cache"),
                       "JAX persistent compilation cache ('' disables it).")
@@ -141,6 +147,12 @@ def define_flags() -> None:
                     "(--profile_draft, --profile_gamma, batch 1, T=0) under output_dir/profile.")
   flags.DEFINE_string("profile_draft", "t5_distilled", "Draft to profile.")
   flags.DEFINE_integer("profile_gamma", 3, "γ to profile.")
+
+
+def default_output_dir(*, quick: bool) -> str:
+  """runs/benchmark[_quick] under the repository: git ignores runs/, so a default run never
+  overwrites the committed results/."""
+  return os.path.join(REPO, "runs", "benchmark_quick" if quick else "benchmark")
 
 
 def _enable_compilation_cache(path: str) -> None:
@@ -159,8 +171,7 @@ def main(argv):
     gin.clear_config()
     gin_utils.parse([default], gin_utils.GIN_BINDINGS.value)
   _enable_compilation_cache(FLAGS.compilation_cache_dir)
-  output_dir = FLAGS.output_dir or os.path.join(
-      REPO, "results", "benchmark_quick" if FLAGS.quick else "benchmark")
+  output_dir = FLAGS.output_dir or default_output_dir(quick=FLAGS.quick)
   kwargs = dict(output_dir=output_dir)
   if FLAGS.profile:
     kwargs.update(profile=True, profile_draft=FLAGS.profile_draft,

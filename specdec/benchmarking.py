@@ -344,7 +344,8 @@ def markdown(result: Mapping[str, Any]) -> str:
   lines = [f"# Speculative decoding benchmark ({meta['date']})", "",
            f"- command: `{meta['command']}`"
            + (f" (commit {meta['git_commit'][:10]})" if meta.get("git_commit") else ""),
-           f"- machine: {meta['platform']}, {meta['cpu_count']} CPUs, jax {meta['jax']} on "
+           f"- machine: {meta['platform']}, {meta.get('cpu', '?')}, {meta['cpu_count']} CPUs, "
+           f"jax {meta['jax']} on "
            f"{meta['device']}, load average (1 min) {_fmt(meta['loadavg_before'][0])} before / "
            f"{_fmt(meta['loadavg_after'][0])} after",
            f"- settings: {result['config']}", ""]
@@ -468,13 +469,10 @@ def jsonable(obj: Any) -> Any:
 
 
 def machine_metadata(load_before: Iterable[float]) -> dict[str, Any]:
-  """`timing.machine_info` (platform, CPUs, jax, load average before and now) plus the UTC date,
-  the processor and the jax device."""
+  """`timing.machine_info` (platform, CPU model and count, jax and its device, load average
+  before and now) plus the UTC date."""
   import datetime  # pylint: disable=g-import-not-at-top
-  import platform  # pylint: disable=g-import-not-at-top
-  device = jax.devices()[0]
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          "processor": platform.processor(), "device": f"{device.platform} ({device.device_kind})",
           **timing.machine_info(load_before)}
 
 

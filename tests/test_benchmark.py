@@ -167,3 +167,20 @@ def test_profile_trace_is_summarized(micro_run, tiny_target, tmp_path):
   assert summary and all(e["total_ms"] >= 0 and e["count"] >= 1 for e in summary)
   assert any("speculative_generate" in e["name"] for e in summary)
   assert benchmarking.summarize_trace(str(tmp_path / "nothing")) == []
+
+
+def test_default_output_dirs_are_git_ignored():
+  """A run without --output_dir never overwrites the committed results/."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  script = load_script("benchmark")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  paths = [os.path.join(script.default_output_dir(quick=q), "benchmark.json")
+           for q in (False, True)]
+  for path in paths:
+    assert os.path.relpath(path, repo).split(os.sep)[0] == "runs", path
+  if shutil.which("git") is None or not os.path.exists(os.path.join(repo, ".git")):
+    pytest.skip("not a git checkout")
+  for path in paths:
+    assert subprocess.run(["git", "check-ignore", "-q", path], cwd=repo,
+                          check=False).returncode == 0, f"{path} is not git-ignored"

@@ -4,6 +4,7 @@ They run on a stand-in pair (tiny random models over the shipped 4k vocabulary) 
 tests check plumbing quickly; the shipped pair's quality is tested in test_pretrained.py.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import load_script
+import specdec
 from specdec import T5Config, T5Model, decode_fns, decoding, models, pretrained
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +56,10 @@ def test_demo_runs_and_reports_identical_outputs(stand_in_pair):
        "--max_decode_len=8", "--repeats=1"],
       capture_output=True, text=True, env=_env(stand_in_pair), timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "greedy outputs identical to the baseline: True" in proc.stdout
-  assert "speedup" in proc.stdout
+  assert "greedy outputs identical to the baseline: 2 of 2" in proc.stdout
+  assert "speedup" in proc.stdout and "measured c = " in proc.stdout
+  assert "machine: " in proc.stdout and "load average" in proc.stdout
+  assert not proc.stderr.strip(), proc.stderr  # No tensorflow / absl / progress-bar noise.
 
 
 def test_infer_from_gin_speculative_scores_what_baseline_scores(use_stand_in, tmp_path):
@@ -164,3 +168,90 @@ def test_check_greedy_parity_passes_and_reports_a_planted_mismatch(stand_in_pair
   monkeypatch.setattr(specdec, "speculative_generate", off_by_one_at_position_2)
   with pytest.raises(SystemExit, match="differ"):
     script.main(args)
+
+
+# scripts/translate.py: a subprocess for the command line as a user runs it, in-process runs
+# (absl flags parsed here) for the input sources and --compare, sharing one set of compiles.
+_SENTENCES = ["The file is saved.", "Open the dialog to choose a format."]
+_TRANSLATE_ARGS = ["--max_decode_len=8", "--gamma=2"]
+
+
+def _expected_translations(sentences, draft="draft"):
+  pair = pretrained.load("ende")
+  script = load_script("translate")
+  tokens = script.encode(pair, sentences, max_input_len=512)
+  out = specdec.speculative_generate(pair.target, pair.get_draft(draft), tokens, gamma=2,
+                                     max_decode_len=8)
+  return pair.decode(out.tokens)
+
+
+def _run_translate(argv, monkeypatch, capsys, stdin=""):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  script = load_script("translate")
+  monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+  try:
+    rest = flags.FLAGS(["translate.py"] + _TRANSLATE_ARGS + argv)
+    script.main(rest)
+  finally:
+    flags.FLAGS.unparse_flags()
+  return capsys.readouterr()
+
+
+def test_translate_command_line_is_quiet_and_light(use_stand_in):
+  """Sentences as arguments; stdout holds the translations only, and tensorflow is never
+  imported."""
+  code = ("import runpy, sys\n"
+          f"sys.argv = ['translate.py', *{_TRANSLATE_ARGS + _SENTENCES!r}]\n"
+          "try:\n"
+          f"  runpy.run_path({os.path.join(REPO, 'scripts', 'translate.py')!r}, "
+          "run_name='__main__')\n"
+          "except SystemExit as e:\n"
+          "  assert not e.code, e.code\n"
+          "assert 'tensorflow' not in sys.modules and 'seqio' not in sys.modules\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env=_env(use_stand_in), timeout=600, check=False, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # A random stand-in rarely ends a sentence within 8 tokens: the only stderr is that warning.
+  noise = [line for line in proc.stderr.splitlines()
+           if not line.startswith("translate.py: sentence ")]
+  assert not noise, proc.stderr
+  assert proc.stdout.split("\n")[:-1] == _expected_translations(_SENTENCES)
+
+
+def test_translate_reads_stdin_and_input_file(use_stand_in, monkeypatch, capsys, tmp_path):
+  expected = _expected_translations(_SENTENCES)
+  out = _run_translate([], monkeypatch, capsys, stdin="\n".join(_SENTENCES) + "\n\n")
+  assert out.out.split("\n")[:-1] == expected
+  path = tmp_path / "in.txt"
+  path.write_text("\n" + "\n".join(reversed(_SENTENCES)) + "\n")
+  out = _run_translate([f"--input_file={path}"], monkeypatch, capsys)
+  assert out.out.split("\n")[:-1] == expected[::-1]
+  out = _run_translate(["--input_file=-", "--batch_size=1"], monkeypatch, capsys,
+                       stdin=_SENTENCES[1])
+  assert out.out.split("\n")[:-1] == expected[1:]
+
+
+def test_translate_compare_reports_identity_alpha_and_machine(use_stand_in, monkeypatch,
+                                                              capsys):
+  out = _run_translate(["--compare", "--repeats=1", *_SENTENCES], monkeypatch, capsys).out
+  expected = _expected_translations(_SENTENCES)
+  for i, (src, translation) in enumerate(zip(_SENTENCES, expected)):
+    assert f"[{i + 1}] {src}\n  speculative: {translation}\n  baseline:    identical\n" in out
+  assert "greedy outputs identical to the baseline: 2 of 2" in out
+  for text in ("alpha (acceptance rate, MLE):", "target calls:", "speedup", "machine: ",
+               "load average"):
+    assert text in out, text
+
+
+@pytest.mark.parametrize("argv, stdin, message", [
+    (["--draft=draft_plain", "x"], "", "no draft 'draft_plain'"),   # The stand-in has one.
+    ([], "\n  \n", "no sentences"),
+    (["--input_file=/nonexistent/in.txt"], "", "/nonexistent/in.txt"),
+    (["--input_file=-", "x"], "", "not both"),
+    (["--max_input_len=4", "a longer sentence than four tokens"], "", "max_input_len=4"),
+    (["--gamma=0", "x"], "", "gamma"),
+])
+def test_translate_bad_input_is_named(use_stand_in, monkeypatch, capsys, argv, stdin, message):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  with pytest.raises(app.UsageError, match=message):
+    _run_translate(argv, monkeypatch, capsys, stdin=stdin)
