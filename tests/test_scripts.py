@@ -121,16 +121,20 @@ def test_notebook_executes(stand_in_pair, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "Agg")
   with open(os.path.join(REPO, "notebooks", "quickstart.ipynb")) as f:
     nb = nbformat.read(f, as_version=4)
-  # Smaller parameters than the notebook's defaults: this checks that it runs, not its numbers.
-  nb.cells.insert(4, nbformat.v4.new_code_cell(
-      "NUM_SENTENCES, GAMMAS, MAX_DECODE_LEN, REPEATS = 2, [1, 2], 8, 1"))
+  # Smaller parameters than the notebook's defaults (right after its parameter cell): this checks
+  # that it runs, not its numbers.
+  assert nb.cells[2].source.startswith("# Parameters")
+  nb.cells.insert(3, nbformat.v4.new_code_cell(
+      "NUM_SENTENCES, GAMMAS, MAX_DECODE_LEN, REPEATS, COST_REPEATS = 2, [1, 2], 8, 1, 2"))
   client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                    resources={"metadata": {"path": REPO}})
   client.execute()
   outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                     for o in c.get("outputs", []))
   assert "greedy outputs identical: True" in outputs
-  assert np.isfinite(float(outputs.split("'speedup': ")[-1].split("}")[0]))
+  for key in ("'speedup': ", "'predicted': ", "'v': "):
+    assert np.isfinite(float(outputs.split(key)[-1].split(",")[0].split("}")[0])), key
+  assert "machine: " in outputs and "c = " in outputs
 
 
 def test_bench_sampling_times_both_draws(tmp_path):
