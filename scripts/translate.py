@@ -37,8 +37,8 @@ _GAMMA = flags.DEFINE_integer("gamma", 3, "Draft tokens per target pass.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy; otherwise sample.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0: off).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: off).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (sentence i draws from fold_in(seed, i) "
-                             "with --compare, from row i of one batch otherwise).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed: the same seed, sentences and flags give "
+                             "the same samples.")
 _MAX_DECODE_LEN = flags.DEFINE_integer("max_decode_len", 128, "Decoded tokens at most, per "
                                        "sentence (a translation that reaches it is cut).")
 _MAX_INPUT_LEN = flags.DEFINE_integer("max_input_len", 512, "Longest input in tokens (a longer "
