@@ -16,9 +16,6 @@ import specdec
 PACKAGE_DIR = os.path.dirname(os.path.abspath(specdec.__file__))
 MODULES = sorted(f"specdec.{name[:-3]}" for name in os.listdir(PACKAGE_DIR)
                  if name.endswith(".py") and name != "__init__.py")
-# data <-> tasks (issue 18, item 10) is untangled on another branch; when that merges,
-# test_no_import_circle_pending below passes, fails as strict, and both go.
-PENDING = frozenset({"specdec.data", "specdec.tasks"})
 
 
 def _imported_modules(module: str) -> set[str]:
@@ -99,10 +96,5 @@ def test_the_graph_sees_lazy_imports():
 
 
 def test_no_import_circle():
-  found = [c for c in circles(import_graph()) if not set(c) <= PENDING]
+  found = circles(import_graph())
   assert not found, f"import circles among specdec's modules: {found}"
-
-
-@pytest.mark.xfail(strict=True, reason="data <-> tasks is untangled on another branch")
-def test_no_import_circle_pending():
-  assert not circles(import_graph())
