@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from specdec import hf_import, t5x_import
+from specdec import weights as weights_lib
 from specdec.cache import DecoderCache
 from specdec.config import T5Config
 from specdec.network import transformer
@@ -152,32 +153,25 @@ class T5Model:
     params = t5x_import.load_params(checkpoint_dir, config)
     return cls.from_params(config, params, source=checkpoint_dir)
 
-  def save(self, path: str) -> None:
-    """Writes `path/config.json` and the parameters with orbax under `path/params`."""
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  def save(self, path: str, *, weights: str = "float32") -> None:
+    """Writes `path/config.json` and the parameters with orbax under `path/params`, stored as
+    `weights`: 'float32', 'bfloat16' or 'int8' (per-channel scales; see `specdec.weights`)."""
     path = os.path.abspath(path)
+    if weights not in weights_lib.FORMATS:
+      raise ValueError(f"weights must be one of {weights_lib.FORMATS}, got {weights!r}")
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, CONFIG_FILE), "w") as f:
       json.dump(config_to_dict(self.config), f, indent=2, sort_keys=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(path, PARAMS_DIR), self.params, force=True)
-    checkpointer.wait_until_finished()
+    weights_lib.save(path, self.params, weights=weights)
 
   @classmethod
   def load(cls, path: str) -> "T5Model":
-    """Reads what `save` wrote; a missing or corrupt file raises ValueError naming it."""
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    """Reads what `save` wrote (float32 parameters whatever the stored format); a missing or
+    corrupt file raises ValueError naming it."""
     path = os.path.abspath(path)
     config = load_config(os.path.join(path, CONFIG_FILE))
-    params_path = os.path.join(path, PARAMS_DIR)
-    if not os.path.isdir(params_path):
-      raise ValueError(f"Checkpoint parameters not found: {params_path}")
-    try:
-      params = ocp.StandardCheckpointer().restore(params_path,
-                                                   on_default_device(abstract_params(config)))
-    except Exception as e:  # orbax raises many types; name the checkpoint either way.
-      raise ValueError(f"Could not restore parameters from {params_path}: {e}") from e
-    return cls.from_params(config, params, source=params_path)
+    params = weights_lib.restore(path, abstract_params(config), on_device=on_default_device)
+    return cls.from_params(config, params, source=os.path.join(path, PARAMS_DIR))
 
   # --- inference ----------------------------------------------------------------------------
 

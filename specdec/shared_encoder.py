@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from specdec import weights as weights_lib
 from specdec.cache import DecoderCache
 from specdec.config import T5Config
 from specdec.model import (CONFIG_FILE, PARAMS_DIR, check_tree, empty_cache, extend_with,
@@ -296,12 +297,11 @@ class SharedEncoderDraft:
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
     return cls(config=config, params=params, target_fingerprint=target_fingerprint)
 
-  def save(self, path: str, *, dtype: str = "float32") -> None:
-    """Writes `path/config.json` (kind, config, target fingerprint) and the parameters (orbax,
-    rounded to `dtype`: 'float32' or 'bfloat16') under `path/params`."""
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    if dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+  def save(self, path: str, *, weights: str = "float32") -> None:
+    """Writes `path/config.json` (kind, config, target fingerprint) and the parameters (orbax)
+    under `path/params`, stored as `weights` ('float32', 'bfloat16', 'int8'; `specdec.weights`)."""
+    if weights not in weights_lib.FORMATS:
+      raise ValueError(f"weights must be one of {weights_lib.FORMATS}, got {weights!r}")
     path = os.path.abspath(path)
     os.makedirs(path, exist_ok=True)
     config = dataclasses.asdict(self.config)
@@ -309,18 +309,14 @@ class SharedEncoderDraft:
     with open(os.path.join(path, CONFIG_FILE), "w") as f:
       json.dump({"kind": KIND, "config": config, "target_fingerprint": self.target_fingerprint},
                 f, indent=2, sort_keys=True)
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(dtype), self.params)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(path, PARAMS_DIR), params, force=True)
-    checkpointer.wait_until_finished()
+    weights_lib.save(path, self.params, weights=weights)
 
   @classmethod
   def load(cls, path: str) -> "SharedEncoderDraft":
     """Reads what `save` wrote; a missing or corrupt file raises ValueError naming it."""
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     path = os.path.abspath(path)
-    meta = read_meta(os.path.join(path, CONFIG_FILE))
     config_path = os.path.join(path, CONFIG_FILE)
+    meta = read_meta(config_path)
     if meta.get("kind") != KIND:
       raise ValueError(f"{config_path} is not a shared-encoder draft's config (kind "
                        f"{meta.get('kind')!r}); load it with specdec.load_model")
@@ -328,16 +324,9 @@ class SharedEncoderDraft:
       config = SharedEncoderConfig(**meta["config"])
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f"Corrupt model config {config_path}: {e}") from e
-    params_path = os.path.join(path, PARAMS_DIR)
-    if not os.path.isdir(params_path):
-      raise ValueError(f"Checkpoint parameters not found: {params_path}")
-    try:
-      params = ocp.StandardCheckpointer().restore(params_path,
-                                                   on_default_device(abstract_params(config)))
-    except Exception as e:  # orbax raises many types; name the checkpoint either way.
-      raise ValueError(f"Could not restore parameters from {params_path}: {e}") from e
+    params = weights_lib.restore(path, abstract_params(config), on_device=on_default_device)
     return cls.from_params(config, params, target_fingerprint=meta.get("target_fingerprint"),
-                           source=params_path)
+                           source=os.path.join(path, PARAMS_DIR))
 
   # --- as a draft ---------------------------------------------------------------------------
 

@@ -607,10 +607,11 @@ __all__ = [
 ]
 
 
-def save_for_inference(model: T5Model, path: str, *, dtype: str = "bfloat16") -> None:
-  """`T5Model.save` with the parameters rounded to `dtype` (half the bytes for bfloat16);
-  `T5Model.load` restores them as float32 (the bfloat16 values exactly)."""
-  if dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-  params = jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(dtype), model.params)
-  T5Model(config=model.config, params=params).save(path)
+def save_for_inference(model: Any, path: str, *, dtype: str = "bfloat16") -> None:
+  """`model.save` (a `T5Model` or `SharedEncoderDraft`) with the parameters stored as `dtype`:
+  'bfloat16' (half the bytes, restored exactly as float32), 'int8' (per-channel scales, a
+  quarter; see `specdec.weights`) or 'float32'."""
+  from specdec import weights  # pylint: disable=g-import-not-at-top
+  if dtype not in weights.FORMATS:
+    raise ValueError(f"dtype must be one of {weights.FORMATS}, got {dtype!r}")
+  model.save(path, weights=dtype)

@@ -199,7 +199,7 @@ def test_save_load_roundtrip(tiny_target, tiny_shared, tmp_path):
   assert loaded.config == tiny_shared.config
   assert loaded.target_fingerprint == tiny_shared.target_fingerprint
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params, tiny_shared.params)
-  tiny_shared.save(str(tmp_path / "bf16"), dtype="bfloat16")
+  tiny_shared.save(str(tmp_path / "bf16"), weights="bfloat16")
   rounded = SharedEncoderDraft.load(str(tmp_path / "bf16"))
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_array_equal(a, jnp.asarray(b, jnp.bfloat16).astype(

@@ -211,7 +211,7 @@ def test_save_for_inference_rounds_to_bfloat16(tiny_target, tmp_path):
     assert a.dtype == jnp.float32
     np.testing.assert_array_equal(a, b.astype(jnp.bfloat16).astype(jnp.float32))
   with pytest.raises(ValueError, match="dtype"):
-    training.save_for_inference(tiny_target, path, dtype="int8")
+    training.save_for_inference(tiny_target, path, dtype="int4")
 
 
 def test_cross_entropy_per_token_is_the_mean_over_target_tokens(trainer):
