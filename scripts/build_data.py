@@ -27,6 +27,11 @@ Usage (as root, needs the Debian archive)::
 
 To rebuild from already fetched inputs (no apt access) pass ``--skip_fetch``
 with the same ``--work_dir``.
+
+``scripts/build_l10n_data.py`` adds ``wmt_style_ende/train_l10n.tsv.gz`` (extra
+train pairs, de-duplicated against these splits): its COUNTS.json entry and its
+LICENSES.md section are kept when this script rewrites those files; rerun it
+after this one whenever the splits change.
 """
 
 import argparse
@@ -70,6 +75,10 @@ EXPECTED = {
 
 N_VALID = 1000
 N_TEST = 1000
+
+# LICENSES.md section owned by scripts/build_l10n_data.py (kept on a rewrite).
+L10N_BEGIN = "<!-- begin l10n (written by scripts/build_l10n_data.py) -->"
+L10N_END = "<!-- end l10n -->"
 
 
 # --------------------------------------------------------------------------
@@ -577,7 +586,12 @@ def main(argv=None):
       counts[rel] = {"lines": len(rows), "sha256": sha256_file(path)}
       print(f"  {rel:40s} {len(rows):7d} lines "
             f"{os.path.getsize(path) / 1e6:6.2f} MB", flush=True)
-  with open(os.path.join(args.out_dir, "COUNTS.json"), "w") as f:
+  counts_path = os.path.join(args.out_dir, "COUNTS.json")
+  if os.path.exists(counts_path):  # Keep the entries of files other scripts write.
+    with open(counts_path) as f:
+      for key, value in json.load(f).items():
+        counts.setdefault(key, value)
+  with open(counts_path, "w") as f:
     json.dump(counts, f, indent=2, sort_keys=True)
     f.write("\n")
 
@@ -643,6 +657,12 @@ Splits: unique normalised sources sorted by sha256; the first {N_VALID} are
 validation, the next {N_TEST} test, the rest train, so no source is in two
 splits. Files are gzip'ed with mtime=0 (byte-reproducible).
 """
+  if os.path.exists(path):  # Keep the section of scripts/build_l10n_data.py.
+    with open(path) as f:
+      old = f.read()
+    if L10N_BEGIN in old and L10N_END in old:
+      section = old[old.index(L10N_BEGIN):old.index(L10N_END) + len(L10N_END)]
+      text = text.rstrip("\n") + "\n\n" + section + "\n"
   with open(path, "w") as f:
     f.write(text)
 
