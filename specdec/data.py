@@ -27,13 +27,20 @@ SPLITS = ("train", "validation", "test")
 # Task name -> directory under DATA_DIR. The directory names are accepted too.
 TASK_DIRS = {
     "specdec_ende": "wmt_style_ende",
+    "specdec_ende_l10n": "wmt_style_ende",
     "specdec_summarize": "debian_summarize",
 }
 TASK_PREFIXES = {
     "specdec_ende": "translate English to German: ",
+    "specdec_ende_l10n": "translate English to German: ",
     "specdec_summarize": "summarize: ",
 }
+# Files (in the task's directory) appended to its train split; its validation and test
+# splits are those of the directory. specdec_ende_l10n = specdec_ende + the Debian l10n pairs
+# of scripts/build_l10n_data.py (gettext catalogs and GNOME help; see LICENSES.md).
+EXTRA_TRAIN_FILES = {"specdec_ende_l10n": ("train_l10n.tsv.gz",)}
 MIXTURE_NAME = "specdec_all"
+MIXTURE_TASKS = ("specdec_ende", "specdec_summarize")
 
 # T5 special ids of the committed vocabulary.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -72,22 +79,38 @@ def load_counts(data_dir: str = None) -> Dict[str, dict]:
     return json.load(f)
 
 
+def _split_files(task_name: str, split: str) -> List[str]:
+  """The COUNTS.json keys ("<dir>/<file>") of a task's split, in reading order."""
+  data_file(task_name, split)  # ValueError for an unknown task or split.
+  task_dir = _task_dir(task_name)
+  extra = EXTRA_TRAIN_FILES.get(task_name, ()) if split == "train" else ()
+  return [f"{task_dir}/{split}.tsv.gz"] + [f"{task_dir}/{name}" for name in extra]
+
+
 def num_examples(task_name: str, split: str) -> int:
-  rel = f"{_task_dir(task_name)}/{split}.tsv.gz"
-  return int(load_counts()[rel]["lines"])
+  counts = load_counts()
+  return sum(int(counts[rel]["lines"]) for rel in _split_files(task_name, split))
 
 
 def read_pairs(task_name: str, split: str) -> List[Tuple[str, str]]:
-  """Returns the (source, target) pairs of a committed split.
+  """Returns the (source, target) pairs of a committed split (with EXTRA_TRAIN_FILES
+  appended for the train split of a task that has them).
 
   Raises:
-    ValueError: (naming the file) if the file is missing, a line does not have
+    ValueError: (naming the file) if a file is missing, a line does not have
       exactly two tab-separated columns, or the line count / sha256 do not match
       COUNTS.json.
   """
-  path = data_file(task_name, split)
-  rel = f"{_task_dir(task_name)}/{split}.tsv.gz"
-  counts = load_counts(os.path.dirname(os.path.dirname(path)))
+  pairs = []
+  for rel in _split_files(task_name, split):
+    pairs.extend(read_tsv(rel))
+  return pairs
+
+
+def read_tsv(rel: str) -> List[Tuple[str, str]]:
+  """The (source, target) rows of DATA_DIR/`rel`, checked against COUNTS.json."""
+  path = os.path.join(DATA_DIR, rel)
+  counts = load_counts(DATA_DIR)
   if rel not in counts:
     raise ValueError(f"{path}: no entry {rel!r} in {COUNTS_FILE}")
   if not os.path.exists(path):

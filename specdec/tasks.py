@@ -4,6 +4,8 @@ Importing this module registers (idempotently):
 
 * ``specdec_ende``: EN->DE translation, inputs prefixed with
   "translate English to German: " (as in T5), BLEU metric.
+* ``specdec_ende_l10n``: the same with the Debian l10n pairs added to its train
+  split (``data.EXTRA_TRAIN_FILES``); validation and test are specdec_ende's.
 * ``specdec_summarize``: Debian long description -> synopsis, inputs prefixed
   with "summarize: ", ROUGE-1/2/Lsum metrics.
 * ``specdec_all``: mixture of both (rates proportional to train sizes).
@@ -98,7 +100,7 @@ def _make_task(name):
       dataset_fn=functools.partial(_dataset_fn, task_name=name),
       splits=data.SPLITS,
       num_input_examples={s: data.num_examples(name, s) for s in data.SPLITS})
-  metric = data.bleu if name == "specdec_ende" else data.rouge
+  metric = data.rouge if name == "specdec_summarize" else data.bleu
   return seqio.Task(
       name,
       source=source,
@@ -123,7 +125,7 @@ def register():
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add_provider(name, _make_task(name))
   seqio.MixtureRegistry.add(
-      MIXTURE_NAME, list(TASK_NAMES),
+      MIXTURE_NAME, list(data.MIXTURE_TASKS),
       default_rate=seqio.mixing_rate_num_examples)
 
 
