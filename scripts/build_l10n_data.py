@@ -11,6 +11,11 @@ Sources, all Debian 12 "bookworm" (main), versions pinned in ``PACKAGES``:
   pages are made from the English ones by itstool, so their text blocks
   (``title``, ``desc``, ``p``, ...) correspond one to one; a page whose block
   sequence differs is skipped. These are sentence-level data.
+* Firefox ESR and Thunderbird: the German language pack (``*-l10n-de``, a
+  ``.xpi``) paired with the en-US files in the application's ``omni.ja`` by
+  (file, key): Fluent ``.ftl`` (terms such as ``{ -brand-short-name }``
+  resolved, ``{ $var }`` kept, select expressions dropped), ``.properties``
+  and ``.dtd`` (access keys, sizes and styles dropped).
 
 Output (next to the existing splits, which are read but never written)::
 
@@ -87,56 +92,109 @@ MAX_SHORT_FRACTION = 0.25
 
 # Debian bookworm packages and the versions the committed file was built from.
 PACKAGES = {
+    "aisleriot": "1:3.22.23-1",
     "akregator": "4:22.12.3-1",
+    "alsa-utils": "1.2.8-1",
+    "anjuta-common": "2:3.34.0-8",
     "apt": "2.6.2",
     "aptitude-common": "0.8.13-5",
     "ark": "4:22.12.3-1+deb12u1",
+    "atril-common": "1.26.0-2+deb12u4",
     "audacity-data": "3.2.4+dfsg-1",
+    "baobab": "43.0-1",
     "bash": "5.2.15-2+b13",
     "binutils-common": "2.40-2",
     "bison": "2:3.8.2+dfsg-1+b1",
+    "blueman": "2.3.5-2+b1",
+    "brasero-common": "3.12.3-2",
+    "caja-common": "1.26.1-1+deb12u1",
+    "cheese-common": "43.0-1",
+    "cinnamon-l10n": "5.6.1-2",
     "claws-mail-i18n": "4.1.1-2",
     "coreutils": "9.1-1",
     "cpio": "2.13+dfsg-7.1",
+    "darktable": "4.2.1-4",
+    "dconf-editor": "43.0-1",
     "debconf-i18n": "1.5.82",
+    "deluge-common": "2.0.3-4",
+    "devhelp-common": "43.0-3",
     "diffutils": "1:3.8-4",
     "digikam-data": "4:7.9.0-1",
     "dolphin": "4:22.12.3-1",
     "dpkg": "1.21.23",
     "e2fsprogs-l10n": "1.47.0-2",
+    "engrampa-common": "1.26.0-1+deb12u2",
     "eog": "43.2-1+deb12u1",
+    "eom-common": "1.26.0-2",
     "epiphany-browser-data": "43.1-1",
     "evince-common": "43.1-2+deb12u1",
     "evolution-common": "3.46.4-2+deb12u1",
     "evolution-data-server-common": "3.46.4-2+deb12u1",
     "file-roller": "43.0-1",
+    "firefox-esr-l10n-de": "153.8.0esr-1~deb12u1",
+    "filezilla-common": "3.63.0-1+deb12u3",
     "findutils": "4.9.0-4",
+    "five-or-more": "1:3.32.3-1",
+    "four-in-a-row": "1:3.38.1-1+b1",
+    "freeciv-data": "3.0.6-1+deb12u1",
     "gawk": "1:5.2.1-2",
     "gcc-12-locales": "12.2.0-14+deb12u1",
     "geany-common": "1.38-1",
     "gedit-common": "44.2-1",
     "gettext": "0.21-12",
     "gettext-base": "0.21-12",
+    "gftp-common": "2.9.1~beta-1",
+    "ghex": "43.1-1",
     "gimp-data": "2.10.34-1+deb12u10",
     "git": "1:2.39.5-0+deb12u3",
+    "gitg": "41-2",
+    "gnome-boxes": "43.2-1",
     "gnome-builder": "43.6-3",
+    "gnome-calculator": "1:43.0.1-2",
     "gnome-calendar": "43.1-2",
+    "gnome-chess": "1:43.1-1",
+    "gnome-clocks": "43.0-1",
+    "gnome-color-manager": "3.36.0-1+b1",
+    "gnome-contacts": "43.1-1",
     "gnome-control-center-data": "1:43.6-2~deb12u1",
+    "gnome-dictionary": "40.0-3",
     "gnome-disk-utility": "43.0-1",
+    "gnome-font-viewer": "43.0-1",
+    "gnome-initial-setup": "43.2-6",
+    "gnome-logs": "43.0-1",
+    "gnome-mahjongg": "1:3.38.3-2",
     "gnome-maps": "43.5-2~deb12u1",
+    "gnome-mines": "1:40.1-1",
+    "gnome-music": "42.1-1",
+    "gnome-nettool": "42.0-1",
+    "gnome-nibbles": "1:3.38.2-2+b1",
+    "gnome-photos": "43.0-2",
+    "gnome-power-manager": "43.0-1",
+    "gnome-robots": "1:40.0-2",
+    "gnome-settings-daemon-common": "43.0-4",
     "gnome-shell-common": "43.9-0+deb12u2",
     "gnome-software-common": "43.5-1~deb12u2",
+    "gnome-sudoku": "1:43.1-1",
     "gnome-system-monitor": "42.0-2",
+    "gnome-taquin": "3.38.1-2+b1",
     "gnome-terminal-data": "3.46.8-1",
+    "gnome-tetravex": "1:3.38.2-3",
+    "gnome-text-editor": "43.2-1",
+    "gnome-tweaks": "42~beta-4",
     "gnome-user-docs": "43.0-2",
+    "gnote": "43.1-1",
     "gnucash-common": "1:4.13-1",
     "gnumeric-common": "1.12.55-1",
     "gnupg-l10n": "2.2.40-1.1+deb12u2",
     "gparted-common": "1.3.1-1",
     "gramps": "5.1.5-1",
     "grep": "3.8-5",
+    "gthumb-data": "3:3.12.2-3",
+    "gvfs-common": "1.50.3-1+deb12u1",
     "gwenview": "4:22.12.3-1",
     "hexchat-common": "2.16.1-1",
+    "hugin-data": "2022.0.0+dfsg-2",
+    "iagno": "1:3.38.1-2",
     "inkscape": "1.2.2-2+deb12u1",
     "k3b-i18n": "22.12.3-1",
     "kaddressbook": "4:22.12.3-1",
@@ -162,6 +220,7 @@ PACKAGES = {
     "libgnutls30": "3.7.9-2+deb12u7",
     "libgtk-3-common": "3.24.38-2~deb12u3",
     "libgtk-4-common": "4.8.3+ds-2+deb12u1",
+    "libgweather-4-common": "4.2.0-2",
     "libkf5configwidgets-data": "5.103.0-1",
     "libkf5coreaddons-data": "5.103.0-1",
     "libkf5i18n-data": "5.103.0-1",
@@ -171,38 +230,83 @@ PACKAGES = {
     "libkf5xmlgui-data": "5.103.0-1",
     "libparted-i18n": "3.5-3+deb12u1",
     "libreoffice-l10n-de": "4:7.4.7-1+deb12u14",
+    "libsane-common": "1.2.1-2",
     "login": "1:4.13+dfsg1-1+deb12u2",
     "lynx-common": "2.9.0dev.12-1",
     "m4": "1.4.19-3",
     "make": "4.3-4.1",
+    "marco-common": "1.26.1-3+deb12u2",
+    "mate-control-center-common": "1.26.0-2+deb12u1",
+    "mate-desktop-common": "1.26.0-2",
+    "mate-panel-common": "1.27.0-1",
+    "mate-power-manager-common": "1.26.0-2+deb12u1",
+    "mate-terminal-common": "1.26.0-2",
+    "mate-utils-common": "1.26.0-1+deb12u1",
     "mc-data": "3:4.8.29-2",
+    "meld": "3.22.0-2",
+    "mousepad": "0.5.10-2",
     "mutt": "2.2.12-0.1~deb12u2",
+    "mutter-common": "43.8-0+deb12u1",
     "nano": "7.2-1+deb12u1",
     "nautilus-data": "43.2-1",
     "network-manager": "1.42.4-1+deb12u1",
     "network-manager-gnome": "1.30.0-2",
     "okular": "4:22.12.3-1+deb12u1",
+    "orca": "43.1-1",
+    "packagekit": "1.2.6-5+deb12u1",
+    "pan": "0.154-1",
+    "pdfarranger": "1.9.2-1",
     "pidgin-data": "2.14.12-1",
+    "pitivi": "2022.06-1+b1",
     "plasma-desktop-data": "4:5.27.5-2",
     "plasma-workspace-data": "4:5.27.5-2+deb12u2",
+    "pluma-common": "1.26.0-1+deb12u1",
+    "polari": "43.0-1",
     "procps": "2:4.0.2-3",
     "psmisc": "23.6-1",
     "pulseaudio": "16.1+dfsg1-2+b1",
+    "quadrapassel": "1:40.2-1",
     "rhythmbox-data": "3.4.6-2",
+    "ristretto": "0.12.4-1",
+    "seahorse": "43.0-1",
     "sed": "4.9-1+deb12u1",
+    "shotwell-common": "0.30.17-1",
+    "simple-scan": "42.5-2",
+    "sound-juicer": "3.38.0-2.1",
     "subversion": "1.14.2-4+deb12u1",
+    "sudo": "1.9.13p3-1+deb12u4",
+    "swell-foop": "1:41.1-1",
     "synaptic": "0.91.3",
+    "system-config-printer-common": "1.5.18-1",
     "systemd": "252.39-1~deb12u2",
     "systemsettings": "4:5.27.5-2",
     "tar": "1.34+dfsg-1.2+deb12u1",
     "texinfo": "6.8-6+b1",
+    "thunderbird-l10n-de": "1:153.8.0esr-1~deb12u1",
+    "thunar-data": "4.18.4-1",
     "totem-common": "43.0-2",
+    "udisks2": "2.9.4-4+deb12u2",
     "util-linux-locales": "2.38.1-5+deb12u3",
     "vim-runtime": "2:9.0.1378-2+deb12u2",
     "vlc-l10n": "3.0.24-0+deb12u1",
+    "wesnoth-1.16-data": "1:1.16.9-1",
     "wget": "1.21.3-1+deb12u1",
+    "xfce4-panel": "4.18.2-1",
+    "xfce4-session": "4.18.1-1",
+    "xfce4-settings": "4.18.2-1",
+    "xfce4-terminal": "1.0.4-1",
     "xkb-data": "2.35.1-1",
+    "xournalpp": "1.1.3-1",
     "yelp": "42.2-1+deb12u2",
+    "zenity-common": "3.44.0-1",
+}
+
+# Mozilla language packs (Fluent .ftl, .properties, .dtd in a langpack .xpi) and the
+# package whose omni.ja holds the en-US originals; the pairs count for the langpack.
+MOZILLA = {"firefox-esr-l10n-de": "firefox-esr", "thunderbird-l10n-de": "thunderbird"}
+ENGLISH_PACKAGES = {
+    "firefox-esr": "153.8.0esr-1~deb12u1",
+    "thunderbird": "1:153.8.0esr-1~deb12u1",
 }
 
 # Packages read only for their copyright file: a package above whose
@@ -284,8 +388,14 @@ _CREDIT_IDS = {"translator-credits", "translator_credits", "Your names",
                "Your emails", "translator-credits\n", "TRANSLATORS"}
 
 
+_PIPE_CONTEXT = re.compile(r"^[^\s|]+\|\S")
+
+
 def catalog_pairs(entries, *, name="<mo>"):
   """(English, German) strings of one catalog, msgctxt stripped, plurals singular.
+
+  A ``context|`` prefix (glib's ``Q_()``) is dropped from an English string whose
+  German has no ``|``.
 
   Returns (pairs, stats) where stats counts what was dropped and why.
   """
@@ -311,6 +421,8 @@ def catalog_pairs(entries, *, name="<mo>"):
       stats["plural_other_rule"] += 1
       continue
     en, de = en_forms[0], de_forms[0]
+    if _PIPE_CONTEXT.match(en) and "|" not in de:  # glib's Q_("context|text")
+      en = en.split("|", 1)[1]
     if ctx in _CREDIT_CTX or en.strip() in _CREDIT_IDS:
       stats["credits"] += 1
       continue
@@ -512,24 +624,166 @@ def split_sentences(text):
 
 
 # --------------------------------------------------------------------------
+# Mozilla localization files.
+
+# Keys that are not text: access keys, shortcuts, sizes and styles.
+_MOZ_NOT_TEXT = re.compile(r"(accesskey|commandkey|\.key|Key|\.keycode|\.modifiers|\.style|"
+                           r"\.width|\.height|\.size|\.length)$", re.IGNORECASE)
+
+
+def parse_ftl(text):
+  """{"id" or "id.attr": value} of a Fluent file; a multi-line value's lines joined by spaces.
+
+  Terms (``-brand-name``) are included with their dash.
+  """
+  out, cur, base = {}, None, None
+  for line in text.split("\n"):
+    if not line.strip():
+      continue
+    if line.startswith("#"):
+      cur = base = None
+      continue
+    m = re.match(r"^(-?[A-Za-z][\w-]*)\s*=\s*(.*)$", line)
+    if m:
+      cur = base = m.group(1)
+      out[cur] = m.group(2)
+      continue
+    m = re.match(r"^\s+\.([A-Za-z][\w-]*)\s*=\s*(.*)$", line)
+    if m and base:
+      cur = f"{base}.{m.group(1)}"
+      out[cur] = m.group(2)
+      continue
+    if line[:1] in (" ", "\t") and cur:
+      out[cur] = (out[cur] + " " + line.strip()).strip()
+      continue
+    cur = base = None
+  return {k: v.strip() for k, v in out.items()}
+
+
+def resolve_ftl(value, terms):
+  """A Fluent value as plain text: ``{ -term }`` and ``{ "literal" }`` resolved, ``{ $var }``
+  kept verbatim; None for select expressions, functions or unknown terms."""
+  if "->" in value or re.search(r"\{\s*[A-Z]+\(", value):
+    return None
+  for _ in range(3):  # terms may refer to terms
+    def term(m):
+      return terms.get(m.group(1), "\x00")
+    value = re.sub(r"\{\s*(-[\w-]+)\s*\}", term, value)
+  value = re.sub(r'\{\s*"([^"]*)"\s*\}', lambda m: m.group(1), value)
+  if "\x00" in value or re.search(r"\{\s*[^$\s]", value):
+    return None
+  return value
+
+
+def parse_properties(text):
+  """{key: value} of a Java .properties file (``\\uXXXX`` and ``\\n`` escapes decoded)."""
+  out = {}
+  for line in text.split("\n"):
+    line = line.strip()
+    if not line or line[0] in "#!" or "=" not in line:
+      continue
+    k, v = line.split("=", 1)
+    v = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), v.strip())
+    out[k.strip()] = v.replace("\\n", "\n").replace("\\t", " ").replace("\\", "")
+  return out
+
+
+def parse_dtd(text):
+  """{name: value} of a Mozilla .dtd's ``<!ENTITY name "value">`` declarations."""
+  return {m.group(1): m.group(3) for m in
+          re.finditer(r"<!ENTITY\s+([\w.-]+)\s+([\"'])(.*?)\2\s*>", text, re.DOTALL)}
+
+
+def mozilla_en_path(de_path):
+  """The en-US path (in omni.ja) of a langpack file, or None for a non-localization file."""
+  if de_path.startswith("browser/"):  # Firefox's browser/ files are in browser/omni.ja
+    de_path = de_path[len("browser/"):]
+  for de, en in (("chrome/de/locale/de/", "chrome/en-US/locale/en-US/"),
+                 ("chrome/de/locale/", "chrome/en-US/locale/"),
+                 ("localization/de/", "localization/en-US/")):
+    if de_path.startswith(de):
+      return en + de_path[len(de):]
+  return None
+
+
+def _moz_files(zip_bytes_list):
+  """{path: text} of the .ftl/.properties/.dtd files in some zip archives."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+  out = {}
+  for blob in zip_bytes_list:
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+      for name in sorted(zf.namelist()):
+        if name.endswith((".ftl", ".properties", ".dtd")):
+          out[name] = zf.read(name).decode("utf-8", "replace")
+  return out
+
+
+def _moz_strings(path, text):
+  if path.endswith(".ftl"):
+    return parse_ftl(text)
+  if path.endswith(".properties"):
+    return parse_properties(text)
+  return parse_dtd(text)
+
+
+def mozilla_pairs(langpack, omni_jars):
+  """(en, de) strings of a langpack .xpi and the omni.ja archives with the en-US files,
+  paired by (file, key); Fluent terms resolved per language, plural lists (``a;b``) and
+  non-text keys (access keys, sizes, styles) dropped. Returns (pairs, stats)."""
+  de_files, en_files = _moz_files([langpack]), _moz_files(omni_jars)
+  stats = collections.Counter()
+  terms = {}
+  for lang, files in (("de", de_files), ("en", en_files)):
+    terms[lang] = {}
+    for path, text in files.items():
+      if path.endswith(".ftl"):
+        terms[lang].update({k: v for k, v in parse_ftl(text).items()
+                            if k.startswith("-") and "." not in k and "{" not in v})
+  pairs = []
+  for de_path in sorted(de_files):
+    en_path = mozilla_en_path(de_path)
+    if en_path is None or en_path not in en_files:
+      stats["files_without_en"] += 1
+      continue
+    de_s = _moz_strings(de_path, de_files[de_path])
+    en_s = _moz_strings(en_path, en_files[en_path])
+    stats["files"] += 1
+    for key in sorted(set(de_s) & set(en_s)):
+      if key.startswith("-") or _MOZ_NOT_TEXT.search(key):
+        continue
+      en, de = en_s[key], de_s[key]
+      if de_path.endswith(".ftl"):
+        en, de = resolve_ftl(en, terms["en"]), resolve_ftl(de, terms["de"])
+        if en is None or de is None:
+          stats["ftl_unresolved"] += 1
+          continue
+      elif ";" in en and "#1" in en:  # PluralForm list: the first (singular) form
+        en, de = en.split(";")[0], de.split(";")[0]
+      pairs.append((en, de))
+  return pairs, stats
+
+
+# --------------------------------------------------------------------------
 # Reading the debs.
 
 _MO_PATH = re.compile(r"/(de|de_DE)/LC_MESSAGES/([^/]+)\.mo$")
 _HELP_PATH = re.compile(r"usr/share/help/(C|de)/(.+\.page)$")
 _COPYRIGHT_PATH = re.compile(r"usr/share/doc/([^/]+)/copyright$")
 _DOC_DIR = re.compile(r"^usr/share/doc/([^/]+)$")
+_JAR_PATH = re.compile(r"(/extensions/langpack-de@[^/]+\.xpi|/omni\.ja)$")
 
 
 def read_deb(path):
   """{"mo": {relpath: bytes}, "help": {(lang, relpath): bytes}, "copyright": bytes|None,
-  "doc_link": the package whose doc directory usr/share/doc/<pkg> links to, or None}.
+  "doc_link": the package whose doc directory usr/share/doc/<pkg> links to, or None,
+  "jars": {path: bytes} of Mozilla langpacks and omni.ja archives}.
 
   Streams the deb's data tarball (``dpkg-deb --fsys-tarfile``); only German
   catalogs (``de``, or ``de_DE`` for a domain without ``de``), C/de help pages
   and the package's copyright file are kept.
   """
   proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", path], stdout=subprocess.PIPE)
-  out = {"mo": {}, "help": {}, "copyright": None, "doc_link": None}
+  out = {"mo": {}, "help": {}, "copyright": None, "doc_link": None, "jars": {}}
   package = os.path.basename(path).split("_")[0]
   with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
     for member in tar:
@@ -541,7 +795,9 @@ def read_deb(path):
         continue
       m_mo, m_help = _MO_PATH.search(name), _HELP_PATH.search(name)
       m_copy = _COPYRIGHT_PATH.search(name)
-      if m_mo:
+      if _JAR_PATH.search(name):
+        out["jars"][name] = tar.extractfile(member).read()
+      elif m_mo:
         out["mo"][name] = tar.extractfile(member).read()
       elif m_help:
         out["help"][(m_help.group(1), m_help.group(2))] = tar.extractfile(member).read()
@@ -704,7 +960,7 @@ class Tokens:
 def fetch(work_dir, allow_other_versions):
   debs = os.path.join(work_dir, "debs")
   os.makedirs(debs, exist_ok=True)
-  pinned = sorted({**PACKAGES, **COPYRIGHT_PACKAGES}.items())
+  pinned = sorted({**PACKAGES, **ENGLISH_PACKAGES, **COPYRIGHT_PACKAGES}.items())
   specs = [p if allow_other_versions else f"{p}={v}" for p, v in pinned]
   build_data.run(["apt-get", "download"] + specs, cwd=debs)
 
@@ -739,6 +995,16 @@ def collect(work_dir, allow_other_versions, tokens):
       pairs, s = catalog_pairs(entries, name=name)
       stats.update(s)
       stats["mo_entries"] += len(entries) - 1
+      raw_pairs.extend(("mo", e, d) for e, d in pairs)
+    if pkg in MOZILLA:
+      en_pkg = MOZILLA[pkg]
+      en_deb, _ = pinned_deb(debs, en_pkg, ENGLISH_PACKAGES[en_pkg], allow_other_versions)
+      omni = read_deb(en_deb)["jars"]
+      langpacks = [b for n, b in sorted(content["jars"].items()) if n.endswith(".xpi")]
+      if len(langpacks) != 1:
+        raise SystemExit(f"{deb}: expected one German langpack, found {len(langpacks)}")
+      pairs, s = mozilla_pairs(langpacks[0], [b for _, b in sorted(omni.items())])
+      stats.update({f"mozilla_{k}": v for k, v in s.items()})
       raw_pairs.extend(("mo", e, d) for e, d in pairs)
     help_en = {rel: b for (lang, rel), b in content["help"].items() if lang == "C"}
     help_de = {rel: b for (lang, rel), b in content["help"].items() if lang == "de"}
@@ -926,8 +1192,10 @@ def license_section(info, summary):
 ## wmt_style_ende/train_l10n.tsv.gz (English \\t German, extra train pairs)
 
 Human translations from Debian 12 "bookworm" (main): the German gettext catalogs
-(`.mo`) of {len(info)} packages (GNU tools, GNOME, KDE, LibreOffice, ...) and the
-GNOME help pages (Mallard) that have a German version, cleaned and de-duplicated
+(`.mo`) of {len(info) - len(MOZILLA)} packages (GNU tools, GNOME, KDE, MATE, Xfce,
+LibreOffice, ...), the GNOME help pages (Mallard) that have a German version, and
+the German language packs of Firefox ESR and Thunderbird paired with their en-US
+strings (MPL-2.0), cleaned and de-duplicated
 against the three splits above (whose files it does not change) by
 `scripts/build_l10n_data.py`: {summary['lines']} pairs, at most
 {summary['max_short_fraction']:.0%} of them with <= {SHORT_WORDS} English words. A

@@ -45,11 +45,14 @@ def test_parse_mo_context_plural_and_credits(b, big_endian):
                 ("%d file\x00%d files", "%d Datei\x00%d Dateien"),
                 ("translator-credits", "Erika Mustermann"),
                 ("NAME OF TRANSLATORS\x04Your names", "Erika Mustermann"),
-                ("Quit", "")], big_endian=big_endian)
+                ("Quit", ""), ("Filter|by size", "nach Größe"),
+                ("a|b", "a|b")], big_endian=big_endian)
   entries = b.parse_mo(mo, name="x.mo")
-  assert len(entries) == 6  # header + 5
+  assert len(entries) == 8  # header + 7
   pairs, stats = b.catalog_pairs(entries)
-  assert pairs == [("%d file", "%d Datei"), ("_Open", "Ö_ffnen")]  # msgctxt gone, singular
+  # msgctxt and a Q_() context gone, plurals singular; "a|b" is no context (German has the |).
+  assert pairs == [("%d file", "%d Datei"), ("by size", "nach Größe"), ("a|b", "a|b"),
+                   ("_Open", "Ö_ffnen")]
   assert stats == {"credits": 2, "untranslated": 1}
 
 
@@ -191,6 +194,58 @@ def test_licenses_of(b):
   assert b.licenses_of(dep5) == ["GPL-2+", "LGPL-2.1+"]
   assert b.licenses_of(b"This is under the GNU General Public License.") == ["GPL"]
   assert b.licenses_of(None) == ["(no copyright file)"]
+
+
+def _zip(files):
+  import io  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w") as zf:
+    for name, text in files.items():
+      zf.writestr(name, text)
+  return buf.getvalue()
+
+
+def test_fluent_properties_dtd(b):
+  ftl = ("# comment\n-brand-short-name = Firefox\nhello = Hello { $name }!\n"
+         "open-button = Open\n    .accesskey = O\n    .title = Open { -brand-short-name }\n"
+         "long = First line\n    second line\n"
+         "tabs = { $n ->\n    [one] One tab\n   *[other] { $n } tabs\n}\n")
+  got = b.parse_ftl(ftl)
+  assert got["hello"] == "Hello { $name }!" and got["long"] == "First line second line"
+  assert got["open-button.title"] == "Open { -brand-short-name }"
+  terms = {"-brand-short-name": "Firefox"}
+  assert b.resolve_ftl(got["open-button.title"], terms) == "Open Firefox"
+  assert b.resolve_ftl(got["hello"], terms) == "Hello { $name }!"   # variables stay
+  assert b.resolve_ftl("{ $n -> [one] x *[other] y }", terms) is None  # selectors dropped
+  assert b.resolve_ftl("Use { -unknown-term }", terms) is None
+  assert b.resolve_ftl('Press { "F1" }', terms) == "Press F1"
+  assert b.parse_properties("# c\na = Line\\nnext\nb=\\u00dcber %S\n") == {
+      "a": "Line\nnext", "b": "Über %S"}
+  assert b.parse_dtd('<!ENTITY file.label "File">\n<!ENTITY x \'It&apos;s\'>') == {
+      "file.label": "File", "x": "It&apos;s"}
+  assert b.mozilla_en_path("chrome/de/locale/de/global/x.dtd") == (
+      "chrome/en-US/locale/en-US/global/x.dtd")
+  assert b.mozilla_en_path("browser/localization/de/a.ftl") == "localization/en-US/a.ftl"
+  assert b.mozilla_en_path("manifest.json") is None
+
+
+def test_mozilla_pairs(b):
+  langpack = _zip({
+      "localization/de/app.ftl": "-brand-short-name = Firefox\nsave = Speichern\n"
+                                 "    .accesskey = S\nabout = Über { -brand-short-name }\n",
+      "chrome/de/locale/de/global/tabs.properties": "tabs=#1 Tab;#1 Tabs\nonly.de=Nur\n",
+      "chrome/de/locale/de/global/orphan.dtd": '<!ENTITY a "A">',
+  })
+  omni = _zip({
+      "localization/en-US/app.ftl": "-brand-short-name = Firefox\nsave = Save\n"
+                                    "    .accesskey = a\nabout = About { -brand-short-name }\n",
+      "chrome/en-US/locale/en-US/global/tabs.properties": "tabs=#1 tab;#1 tabs\n",
+  })
+  pairs, stats = b.mozilla_pairs(langpack, [omni])
+  assert sorted(pairs) == [("#1 tab", "#1 Tab"), ("About Firefox", "Über Firefox"),
+                           ("Save", "Speichern")]
+  assert stats["files"] == 2 and stats["files_without_en"] == 1
 
 
 # ---------------------------------------------------------------------------
