@@ -391,7 +391,7 @@ _CREDIT_IDS = {"translator-credits", "translator_credits", "Your names",
 _PIPE_CONTEXT = re.compile(r"^[^\s|]+\|\S")
 
 
-def catalog_pairs(entries, *, name="<mo>"):
+def catalog_pairs(entries):
   """(English, German) strings of one catalog, msgctxt stripped, plurals singular.
 
   A ``context|`` prefix (glib's ``Q_()``) is dropped from an English string whose
@@ -430,7 +430,6 @@ def catalog_pairs(entries, *, name="<mo>"):
       stats["untranslated"] += 1
       continue
     pairs.append((en, de))
-  del name
   return pairs, stats
 
 
@@ -941,7 +940,7 @@ def histogram(words):
 
 
 class Tokens:
-  """Token counts with the shipped SentencePiece model (cached per string)."""
+  """Token counts (EOS not counted) with the shipped SentencePiece model."""
 
   def __init__(self, path=VOCAB_PATH):
     import sentencepiece  # pylint: disable=g-import-not-at-top
@@ -977,8 +976,85 @@ def pinned_deb(debs, pkg, expected, allow_other_versions):
   return deb, version
 
 
+def package_pairs(content, *, debs, pkg, allow_other_versions, stats):
+  """Raw (kind, en, de) of one package's read_deb `content`: its catalogs ("mo"), its
+  Mozilla langpack against the en-US package ("mo": cleaned alike) and its aligned help
+  pages ("help"). Counts go to `stats`; returns (pairs, english "pkg version" or None)."""
+  raw, english = [], None
+  for name in sorted(content["mo"]):
+    entries = parse_mo(content["mo"][name], name=name)
+    pairs, s = catalog_pairs(entries)
+    stats.update(s)
+    stats["mo_entries"] += len(entries) - 1
+    raw.extend(("mo", e, d) for e, d in pairs)
+  if pkg in MOZILLA:
+    en_pkg = MOZILLA[pkg]
+    en_deb, en_version = pinned_deb(debs, en_pkg, ENGLISH_PACKAGES[en_pkg], allow_other_versions)
+    english = f"{en_pkg} {en_version}"
+    omni = read_deb(en_deb)["jars"]
+    langpacks = [b for n, b in sorted(content["jars"].items()) if n.endswith(".xpi")]
+    if len(langpacks) != 1:
+      raise SystemExit(f"{pkg}: expected one German langpack, found {len(langpacks)}")
+    pairs, s = mozilla_pairs(langpacks[0], [b for _, b in sorted(omni.items())])
+    stats.update({f"mozilla_{k}": v for k, v in s.items()})
+    raw.extend(("mo", e, d) for e, d in pairs)
+  help_en = {rel: b for (lang, rel), b in content["help"].items() if lang == "C"}
+  help_de = {rel: b for (lang, rel), b in content["help"].items() if lang == "de"}
+  for rel in sorted(set(help_en) & set(help_de)):
+    try:
+      aligned = align_pages(help_en[rel], help_de[rel], name=f"{pkg}:{rel}")
+    except ValueError:
+      stats["help_pages_bad_xml"] += 1
+      continue
+    if aligned is None:
+      stats["help_pages_unaligned"] += 1
+      continue
+    stats["help_pages"] += 1
+    stats["help_blocks"] += len(aligned)
+    raw.extend(("help", e, d) for e, d in aligned)
+  return raw, english
+
+
+def clean_pairs(raw, stats):
+  """Cleans raw (kind, en, de): clean_ui_pair for catalog strings, pair_problem for help
+  blocks; drop reasons counted in `stats` as drop_<reason>."""
+  cleaned = []
+  for kind, en, de in raw:
+    if kind == "mo":
+      pairs, reason = clean_ui_pair(en, de)
+    else:
+      reason = pair_problem(en, de)
+      pairs = [] if reason else [(en, de)]
+    if reason:
+      stats["drop_" + reason] += 1
+    cleaned.extend((kind, e, d) for e, d in pairs)
+  return cleaned
+
+
+def fit_length(cleaned, tokens, stats):
+  """Keeps (kind, en, de) of at most MAX_TOKENS per side; a longer paragraph is split into
+  sentences when both sides have as many, and its fitting sentence pairs kept."""
+  fitted = []
+  lens = tokens.count([t for _, e, d in cleaned for t in (e, d)])
+  for i, (kind, en, de) in enumerate(cleaned):
+    if max(lens[2 * i], lens[2 * i + 1]) <= MAX_TOKENS:
+      fitted.append((kind, en, de))
+      continue
+    es, ds = split_sentences(en), split_sentences(de)
+    if len(es) > 1 and len(es) == len(ds):
+      sl = tokens.count(es + ds)
+      parts = [(e, d) for j, (e, d) in enumerate(zip(es, ds))
+               if max(sl[j], sl[len(es) + j]) <= MAX_TOKENS and pair_problem(e, d) is None]
+      stats["long_split_sentences"] += len(parts)
+      fitted.extend((kind, e, d) for e, d in parts)
+      if parts:
+        continue
+    stats["drop_too_long"] += 1
+  return fitted
+
+
 def collect(work_dir, allow_other_versions, tokens):
-  """Reads every pinned deb; returns (candidates, per_package info)."""
+  """Reads every pinned deb; returns (candidates [(en, de, package)], per-package info)."""
   debs = os.path.join(work_dir, "debs")
   candidates, info = [], {}
   for pkg in sorted(PACKAGES):
@@ -989,73 +1065,18 @@ def collect(work_dir, allow_other_versions, tokens):
       other, _ = pinned_deb(debs, link, COPYRIGHT_PACKAGES[link], allow_other_versions)
       content["copyright"] = read_deb(other)["copyright"]
     stats = collections.Counter()
-    raw_pairs = []
-    for name in sorted(content["mo"]):
-      entries = parse_mo(content["mo"][name], name=f"{deb}:{name}")
-      pairs, s = catalog_pairs(entries, name=name)
-      stats.update(s)
-      stats["mo_entries"] += len(entries) - 1
-      raw_pairs.extend(("mo", e, d) for e, d in pairs)
-    if pkg in MOZILLA:
-      en_pkg = MOZILLA[pkg]
-      en_deb, _ = pinned_deb(debs, en_pkg, ENGLISH_PACKAGES[en_pkg], allow_other_versions)
-      omni = read_deb(en_deb)["jars"]
-      langpacks = [b for n, b in sorted(content["jars"].items()) if n.endswith(".xpi")]
-      if len(langpacks) != 1:
-        raise SystemExit(f"{deb}: expected one German langpack, found {len(langpacks)}")
-      pairs, s = mozilla_pairs(langpacks[0], [b for _, b in sorted(omni.items())])
-      stats.update({f"mozilla_{k}": v for k, v in s.items()})
-      raw_pairs.extend(("mo", e, d) for e, d in pairs)
-    help_en = {rel: b for (lang, rel), b in content["help"].items() if lang == "C"}
-    help_de = {rel: b for (lang, rel), b in content["help"].items() if lang == "de"}
-    for rel in sorted(set(help_en) & set(help_de)):
-      try:
-        aligned = align_pages(help_en[rel], help_de[rel], name=f"{deb}:{rel}")
-      except ValueError:
-        stats["help_pages_bad_xml"] += 1
-        continue
-      if aligned is None:
-        stats["help_pages_unaligned"] += 1
-        continue
-      stats["help_pages"] += 1
-      stats["help_blocks"] += len(aligned)
-      raw_pairs.extend(("help", e, d) for e, d in aligned)
-    stats["raw_pairs"] = len(raw_pairs)
-    cleaned = []
-    for kind, en, de in raw_pairs:
-      if kind == "mo":
-        pairs, reason = clean_ui_pair(en, de)
-      else:
-        reason = pair_problem(en, de)
-        pairs = [] if reason else [(en, de)]
-      if reason:
-        stats["drop_" + reason] += 1
-      cleaned.extend((kind, e, d) for e, d in pairs)
-    # Length in tokens; a long paragraph is split into sentences when both sides agree.
-    fitted = []
-    lens = tokens.count([t for _, e, d in cleaned for t in (e, d)])
-    for i, (kind, en, de) in enumerate(cleaned):
-      if max(lens[2 * i], lens[2 * i + 1]) <= MAX_TOKENS:
-        fitted.append((kind, en, de))
-        continue
-      es, ds = split_sentences(en), split_sentences(de)
-      if len(es) > 1 and len(es) == len(ds):
-        sl = tokens.count(es + ds)
-        parts = [(e, d) for j, (e, d) in enumerate(zip(es, ds))
-                 if max(sl[j], sl[len(es) + j]) <= MAX_TOKENS and pair_problem(e, d) is None]
-        stats["long_split_sentences"] += len(parts)
-        fitted.extend((kind, e, d) for e, d in parts)
-        if parts:
-          continue
-      stats["drop_too_long"] += 1
+    raw, english = package_pairs(content, debs=debs, pkg=pkg,
+                                 allow_other_versions=allow_other_versions, stats=stats)
+    stats["raw_pairs"] = len(raw)
+    fitted = fit_length(clean_pairs(raw, stats), tokens, stats)
     stats["clean_pairs"] = len(fitted)
     stats["clean_help_pairs"] = sum(k == "help" for k, _, _ in fitted)
     candidates.extend((e, d, pkg) for _, e, d in fitted)
-    info[pkg] = {"version": version, "deb_sha256": build_data.sha256_file(deb),
+    info[pkg] = {"version": version, "english": english,
+                 "deb_sha256": build_data.sha256_file(deb),
                  "licenses": licenses_of(content["copyright"]),
-                 "copyright_sha256": hashlib.sha256(content["copyright"] or b"").hexdigest(),
                  "catalogs": len(content["mo"]), "stats": dict(sorted(stats.items()))}
-    print(f"{pkg:30s} {version:28s} raw {len(raw_pairs):6d} clean {len(fitted):6d} "
+    print(f"{pkg:30s} {version:28s} raw {len(raw):6d} clean {len(fitted):6d} "
           f"(help pages {stats['help_pages']})", flush=True)
   return candidates, info
 
@@ -1169,7 +1190,8 @@ def write_sources(path, info, summary):
       "|---|---|---|---:|---:|---:|---:|---:|---:|"]
   for pkg in sorted(info):
     i, s = info[pkg], info[pkg]["stats"]
-    lines.append(f"| `{pkg}` | {i['version']} | {', '.join(i['licenses'])} | {i['catalogs']} | "
+    version = i["version"] + (f" (en-US from {i['english']})" if i.get("english") else "")
+    lines.append(f"| `{pkg}` | {version} | {', '.join(i['licenses'])} | {i['catalogs']} | "
                  f"{s.get('help_pages', 0)} | {s.get('raw_pairs', 0)} | {s.get('clean_pairs', 0)} | "
                  f"{s.get('distinct_sources', 0)} | {s.get('in_output', 0)} |")
   lines += ["", "## Summary", "", "```", json.dumps(summary, indent=1, sort_keys=True), "```", "",
