@@ -2,6 +2,7 @@
 
 from specdec import analysis
 from specdec import pretrained
+from specdec import simulated
 from specdec.cache import DecoderCache
 from specdec.config import T5Config
 from specdec.decoding import DecodeResult, generate
@@ -10,6 +11,7 @@ from specdec.loading import load_model
 from specdec.model import T5Model
 from specdec.sampling import Sampling
 from specdec.shared_encoder import SharedEncoderConfig, SharedEncoderDraft
+from specdec.simulated import SimulatedDraft, simulate_acceptance
 from specdec.speculative import SpeculativeResult, SpeculativeStats, speculative_generate
 from specdec.verification import verify, verify_greedy
 
@@ -17,7 +19,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BigramDraft", "DecodeResult", "DecoderCache", "Draft", "PromptLookupDraft", "Sampling",
-    "SharedEncoderConfig", "SharedEncoderDraft", "SpeculativeResult", "SpeculativeStats",
-    "T5Config", "T5Model", "UnigramDraft", "analysis", "generate", "load_model", "pretrained",
+    "SharedEncoderConfig", "SharedEncoderDraft", "SimulatedDraft", "SpeculativeResult",
+    "SpeculativeStats", "T5Config", "T5Model", "UnigramDraft", "analysis", "generate",
+    "load_model", "pretrained", "simulate_acceptance", "simulated",
     "speculative_generate", "verify", "verify_greedy",
 ]
