@@ -39,6 +39,28 @@ def first_mismatches(base, spec) -> list[tuple[int, int]]:
   return out
 
 
+def mismatch_report(target, encoder_input_tokens, base, spec, *, first_row: int = 0
+                    ) -> list[dict]:
+  """One dict per row where greedy outputs `base` and `spec` (int `[B, T]`) differ: the first
+  differing position, both tokens there, and the target's top-1 minus top-2 logit gap at that
+  position, teacher-forced on the baseline's output (a near-tie has a gap ~1e-3; a bug does
+  not). Rows are numbered from `first_row`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  base, spec = np.asarray(base), np.asarray(spec)
+  found = first_mismatches(base, spec)
+  if not found:
+    return []
+  decoder_inputs = np.concatenate([np.zeros_like(base[:, :1]), base[:, :-1]], axis=1)
+  logits = np.asarray(target.logits(encoder_input_tokens, decoder_inputs))
+  out = []
+  for row, pos in found:
+    top2 = np.sort(logits[row, pos])[-2:]
+    out.append({"sentence": first_row + row, "position": pos,
+                "baseline_token": int(base[row, pos]), "speculative_token": int(spec[row, pos]),
+                "top1_minus_top2_logit": float(top2[1] - top2[0])})
+  return out
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,15 +94,7 @@ def main(argv=None) -> dict:
     base = np.asarray(generate(target, enc, max_decode_len=args.max_decode_len).tokens)[:real]
     spec = np.asarray(speculative_generate(target, draft, enc, gamma=args.gamma,
                                            max_decode_len=args.max_decode_len).tokens)[:real]
-    found = first_mismatches(base, spec)
-    if found:
-      logits = np.asarray(target.logits(enc[:real], np.asarray(training.shift_right(base))))
-      for row, pos in found:
-        top2 = np.sort(logits[row, pos])[-2:]
-        mismatches.append({"sentence": compared + row, "position": pos,
-                           "baseline_token": int(base[row, pos]),
-                           "speculative_token": int(spec[row, pos]),
-                           "top1_minus_top2_logit": float(top2[1] - top2[0])})
+    mismatches += mismatch_report(target, enc[:real], base, spec, first_row=compared)
     compared += real
   result = {"device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
             "dtype": target.config.dtype,

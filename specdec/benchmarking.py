@@ -130,13 +130,14 @@ def _finite(x: float) -> float | None:
 
 def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                   gammas: Sequence[int], position: int, encoder_length: int,
-                  repeats: int) -> dict[str, Any]:
-  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size."""
+                  repeats: int, fill: bool = True) -> dict[str, Any]:
+  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size
+  (`fill`: see `timing.measure_block_times`)."""
   sizes = [1] + [g + 1 for g in gammas]
   times = timing.measure_block_times(target, batch=batch, sizes=sizes, position=position,
-                                     repeats=repeats, encoder_length=encoder_length)
+                                     repeats=repeats, encoder_length=encoder_length, fill=fill)
   c = {name: timing.measure_cost_ratio(target, draft, batch=batch, position=position,
-                                       repeats=repeats, encoder_length=encoder_length)
+                                       repeats=repeats, encoder_length=encoder_length, fill=fill)
        for name, draft in drafts.items()}
   return {"target_step_s": times[1], "block_s": {k: times[k] for k in sizes},
           "v": {g: times[g + 1] / times[1] for g in gammas}, "c": c}
@@ -152,21 +153,24 @@ def _capture(fn: Callable[[], Any], box: dict, key: Any) -> Callable[[], Any]:
 def time_unit(target: Any, drafts: Mapping[str, Draft], prompts: np.ndarray, *, batch: int,
               temperature: float, gammas: Sequence[int], max_decode_len: int, repeats: int,
               seed: int, eos_id: int | None = 1,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None,
+              speculative_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Times the baseline and every (draft, γ) on the prompt groups of one (batch, temperature).
 
+  `speculative_kwargs` are extra keyword arguments of every `speculative_generate` call.
   Returns {"compile_s": {key: s}, "groups": [{"baseline_s", "baseline_steps", "settings":
   {(draft, γ): {"seconds", "iterations", counts..., "identical"}}}]}; key "baseline" or (draft, γ).
   """
   rng = jax.random.PRNGKey(seed) if temperature > 0 else None
   common = dict(max_decode_len=max_decode_len, temperature=temperature, rng=rng, eos_id=eos_id)
+  extra = dict(speculative_kwargs or {})
 
   def fns_for(group):
     fns = {"baseline": lambda: generate(target, group, **common)}
     for name, draft in drafts.items():
       for g in gammas:
         fns[(name, g)] = (lambda d, g: lambda: speculative_generate(
-            target, d, group, gamma=g, **common))(draft, g)
+            target, d, group, gamma=g, **common, **extra))(draft, g)
     return fns
 
   groups = _groups(prompts, batch)

@@ -286,17 +286,32 @@ def gather(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def init_sharded(config: T5Config, mesh: Mesh, rng: Array | int = 0, *,
-                 rules: Rules = DEFAULT_RULES) -> model_lib.T5Model:
-  """`T5Model.init` computed directly into its shards (no device ever holds the whole model).
+def sharded_initializer(config: T5Config, mesh: Mesh, *, rules: Rules = DEFAULT_RULES,
+                        param_dtype: str | None = None):
+  """The jitted `key → params` behind `init_sharded` (lower/compile it to time the two apart).
 
-  Gives the same values as `T5Model.init(config, rng)`.
+  `param_dtype` (e.g. 'bfloat16') stores the parameters in that dtype, cast inside the same
+  program, so the float32 values never exist whole (inference only: `T5Model` keeps float32
+  otherwise; its layers cast parameters to the config's dtype either way).
   """
   _check_mesh(mesh)
+  cast = (lambda x: x) if param_dtype is None else (lambda x: x.astype(param_dtype))
+  return jax.jit(
+      lambda key: jax.tree_util.tree_map(cast, nn.unbox(model_lib._init_params(config, key))),  # pylint: disable=protected-access
+      out_shardings=param_shardings(config, mesh, rules=rules))
+
+
+def init_sharded(config: T5Config, mesh: Mesh, rng: Array | int = 0, *,
+                 rules: Rules = DEFAULT_RULES, param_dtype: str | None = None
+                 ) -> model_lib.T5Model:
+  """`T5Model.init` computed directly into its shards (no device ever holds the whole model).
+
+  Gives the same values as `T5Model.init(config, rng)` (rounded to `param_dtype` if given; see
+  `sharded_initializer`).
+  """
   if isinstance(rng, int):
     rng = jax.random.PRNGKey(rng)
-  init = jax.jit(lambda key: nn.unbox(model_lib._init_params(config, key)),  # pylint: disable=protected-access
-                 out_shardings=param_shardings(config, mesh, rules=rules))
+  init = sharded_initializer(config, mesh, rules=rules, param_dtype=param_dtype)
   return model_lib.T5Model(config=config, params=init(rng))
 
 

@@ -63,9 +63,14 @@ def _rewind_and_extend(model, cache, position, tokens):
 
 
 def _filled_cache(model, *, batch: int, position: int, room: int, encoder_length: int,
-                  seed: int, target=None):
+                  seed: int, target=None, fill: bool = True):
   """A cache with `position` real entries per row (one teacher-forced pass) and `room` more.
-  A draft that reads the target's encoder output (`drafts.TargetEncoderDraft`) needs `target`."""
+  A draft that reads the target's encoder output (`drafts.TargetEncoderDraft`) needs `target`.
+
+  With `fill=False` the first `position` entries stay zero: the timed passes rewind to
+  `position` either way and cost the same (every pass attends over the whole cache, masked), and
+  the teacher-forced pass, a compile of its own, is skipped (minutes for an 11B model).
+  """
   prompts = random_prompts(batch, encoder_length, model.vocab_size, seed=seed)
   if reads_target_encoder(model):
     if target is None:
@@ -74,7 +79,7 @@ def _filled_cache(model, *, batch: int, position: int, room: int, encoder_length
                                      cache_length=position + room)
   else:
     cache = model.start(prompts, cache_length=position + room)
-  if position:
+  if position and fill:
     prefix = random_prompts(batch, position, model.vocab_size, seed=seed + 1)
     _, cache = model.extend(cache, prefix)
   return cache
@@ -99,9 +104,9 @@ def interleaved_medians(fns: dict[Any, Callable[[], Any]], *, repeats: int,
 
 
 def _block_fns(model, *, batch: int, sizes: list[int], position: int, encoder_length: int,
-               seed: int, target=None) -> dict[int, Callable[[], Any]]:
+               seed: int, fill: bool = True, target=None) -> dict[int, Callable[[], Any]]:
   cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
-                        encoder_length=encoder_length, seed=seed, target=target)
+                        encoder_length=encoder_length, seed=seed, fill=fill, target=target)
   where = jnp.full((batch,), position, jnp.int32)
   fns = {}
   for k in sizes:
@@ -111,18 +116,19 @@ def _block_fns(model, *, batch: int, sizes: list[int], position: int, encoder_le
 
 
 def measure_block_times(model, *, batch: int, sizes: Iterable[int], position: int = 64,
-                        repeats: int = 50, encoder_length: int = 32,
-                        seed: int = 0) -> dict[int, float]:
+                        repeats: int = 50, encoder_length: int = 32, seed: int = 0,
+                        fill: bool = True) -> dict[int, float]:
   """Median seconds of one cached pass over k tokens at `position`, for each k in `sizes`.
 
   Each timed call rewinds the cache to `position` and feeds k tokens through one jitted
   function (compiled once per k before timing); the sizes are timed in interleaved rounds.
+  `fill=False` leaves the cache's first `position` entries zero (same cost, one compile fewer).
   """
   sizes = sorted(set(int(k) for k in sizes))
   if not sizes or sizes[0] < 1:
     raise ValueError(f"sizes must be positive block lengths, got {sizes}")
   fns = _block_fns(model, batch=batch, sizes=sizes, position=position,
-                   encoder_length=encoder_length, seed=seed)
+                   encoder_length=encoder_length, seed=seed, fill=fill)
   return interleaved_medians(fns, repeats=repeats)
 
 
@@ -151,11 +157,11 @@ def measure_verify_cost(model, *, batch: int, gammas: Iterable[int], position: i
 
 
 def measure_cost_ratio(target, draft, *, batch: int = 1, position: int = 64, repeats: int = 50,
-                       encoder_length: int = 32, seed: int = 0) -> float:
+                       encoder_length: int = 32, seed: int = 0, fill: bool = True) -> float:
   """c = time of one single-token draft step / time of one single-token target step
   (interleaved rounds, medians)."""
   kwargs = dict(batch=batch, sizes=[1], position=position, encoder_length=encoder_length,
-                seed=seed)
+                seed=seed, fill=fill)
   fns = {"target": _block_fns(target, **kwargs)[1],
          "draft": _block_fns(draft, target=target, **kwargs)[1]}
   times = interleaved_medians(fns, repeats=repeats)

@@ -27,8 +27,12 @@ def load_script(name: str):
     spec = importlib.util.spec_from_file_location(
         module_name, os.path.join(REPO, "scripts", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[module_name] = module
+    sys.modules[module_name] = module  # Before running it, as `import` does (dataclasses need it).
+    try:
+      spec.loader.exec_module(module)
+    except BaseException:
+      del sys.modules[module_name]
+      raise
   return sys.modules[module_name]
 
 
