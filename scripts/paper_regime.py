@@ -37,8 +37,8 @@ Measured, in the jitted loops, for each target (in --targets order):
     `generate` compared token for token, mismatches with the target's top-1/top-2 logit gap
     (`scripts/check_greedy_parity.py`'s report).
 
-Order (the most important numbers first; each unit is skipped, with a line saying so, when its
-estimated cost no longer fits --time_budget_s): per target, (1) the first batch size and the
+Order (the most important numbers first; each later unit is skipped, with a line saying so, when
+its estimated cost no longer fits --time_budget_s; the first always runs): per target, (1) the first batch size and the
 first draft at every γ (XXL, batch 1, small: γ = 7, 5, 3); (2) the other drafts at the first two
 γ; (3) the other batch sizes with the first draft at the first γ; (4) the rest of v(γ); (5) the
 remaining units. Output, written as it comes, under --output_dir: results.jsonl (one JSON object
@@ -395,9 +395,9 @@ def summarize(output_dir: str) -> str:
                           f"γ={s['gamma']}: {s['passes']} passes" for s in settles)]
   skipped = by_kind.get("skipped", [])
   if skipped:
-    lines += ["", "## Skipped (time budget)", ""]
-    lines += [f"- {s['unit']} (estimated {s['estimate_s']:.0f} s, {s['left_s']:.0f} s left)"
-              for s in skipped]
+    lines += ["", "## Skipped", ""]
+    lines += [f"- {s['unit']}: {s.get('reason', 'time budget')} (estimated "
+              f"{s['estimate_s']:.0f} s, {s['left_s']:.0f} s left)" for s in skipped]
   notes = by_kind.get("note", []) + by_kind.get("error", [])
   if notes:
     lines += ["", "## Notes", ""] + [f"- {n.get('text', n)}" for n in notes]
@@ -451,6 +451,8 @@ def schedule(settings: Settings) -> list[Unit]:
 # --- the run --------------------------------------------------------------------------------------
 
 def git_state() -> tuple[str | None, bool | None]:
+  """(HEAD, whether tracked files differ from it); SPECDEC_COMMIT where the tree has no .git
+  (a copy of the work tree on a lent machine)."""
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                             text=True, timeout=10, check=True).stdout.strip()
@@ -459,7 +461,7 @@ def git_state() -> tuple[str | None, bool | None]:
                                 check=True).stdout.strip())
     return commit, dirty
   except (OSError, subprocess.SubprocessError):
-    return None, None
+    return os.environ.get("SPECDEC_COMMIT"), None
 
 
 def supports_draft_unroll() -> bool:
@@ -551,7 +553,7 @@ class Runner:
             time.perf_counter() - start - compile_s)
 
   def label(self, name: str) -> str:
-    return f"{name} (tiny)" if self.s.tiny else name
+    return f"{name} (tiny)" if self.s.tiny and name != SHIPPED else name
 
   # Estimates for the time budget.
 
@@ -730,15 +732,23 @@ class Runner:
     self.ensure_costs(unit.target, unit.batch, None, unit.gammas)
 
   def run(self) -> None:
-    for unit in schedule(self.s):
+    timed = set()  # Targets with at least one timed unit done.
+    for number, unit in enumerate(schedule(self.s)):
       estimate, left = self.estimate_s(unit), self.left_s()
-      if estimate > left:
-        self.w.event("skipped", unit=str(unit), estimate_s=estimate, left_s=left)
-        self.w.log(f"[skip] {unit}: estimated {estimate:.0f} s, {left:.0f} s left")
+      # The first unit (the most important number) always runs while any budget is left: its
+      # estimate knows no compile time yet, and a caller's hard timeout bounds it anyway. More
+      # v(γ) is only worth a target's init if the target got a timed row.
+      reason = ("time budget" if left <= 0 or (estimate > left and number > 0) else
+                "no timed row for this target" if unit.kind == "v" and unit.target not in timed
+                else None)
+      if reason:
+        self.w.event("skipped", unit=str(unit), reason=reason, estimate_s=estimate, left_s=left)
+        self.w.log(f"[skip] {unit}: {reason} (estimated {estimate:.0f} s, {left:.0f} s left)")
         continue
       self.w.log(f"[unit] {unit} (estimated {estimate:.0f} s, {left:.0f} s left)")
       try:
         (self.v_unit if unit.kind == "v" else self.time_unit)(unit)
+        timed.add(unit.target)
       except Exception as e:  # pylint: disable=broad-except  (record it, go on to the next unit)
         import traceback  # pylint: disable=g-import-not-at-top
         self.w.event("error", unit=str(unit), text=f"{unit}: {type(e).__name__}: {e}",
