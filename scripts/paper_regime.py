@@ -600,7 +600,8 @@ class Runner:
     start = time.perf_counter()
     measured = benchmarking.measure_costs(
         target, drafts, batch=batch, gammas=need_v, position=self.s.max_decode_len // 2,
-        encoder_length=self.s.input_length, repeats=self.s.timing_repeats, fill=False)
+        encoder_length=self.s.input_length, repeats=self.s.timing_repeats, fill=False,
+        room=max(self.s.gammas + self.s.v_gammas) + 1)
     seconds = time.perf_counter() - start
     costs.setdefault("target_step_s", measured["target_step_s"])
     costs["v"].update(measured["v"])
@@ -610,7 +611,9 @@ class Runner:
     self.w.event("costs", target=self.label(target_name), batch=batch,
                  target_step_s=measured["target_step_s"], v=measured["v"], c=measured["c"],
                  block_s=measured["block_s"], seconds=seconds, fill_cache=False,
-                 position=self.s.max_decode_len // 2)
+                 position=self.s.max_decode_len // 2,
+                 cache_length=self.s.max_decode_len // 2 + max(self.s.gammas + self.s.v_gammas)
+                 + 1)
     self.w.log(f"[costs] {self.label(target_name)} b={batch}: t1 "
                f"{measured['target_step_s'] * 1e3:.3f} ms, v {measured['v']}, c "
                f"{measured['c']} ({seconds:.0f} s)")

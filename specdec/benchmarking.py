@@ -130,14 +130,18 @@ def _finite(x: float) -> float | None:
 
 def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                   gammas: Sequence[int], position: int, encoder_length: int,
-                  repeats: int, fill: bool = True) -> dict[str, Any]:
+                  repeats: int, fill: bool = True, room: int | None = None) -> dict[str, Any]:
   """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size
-  (`fill`: see `timing.measure_block_times`)."""
+  (`fill`, `room`: see `timing.measure_block_times`; one room for all calls on a model compiles
+  its start and single-token step once)."""
   sizes = [1] + [g + 1 for g in gammas]
+  room = room or max(sizes)
   times = timing.measure_block_times(target, batch=batch, sizes=sizes, position=position,
-                                     repeats=repeats, encoder_length=encoder_length, fill=fill)
+                                     repeats=repeats, encoder_length=encoder_length, fill=fill,
+                                     room=room)
   c = {name: timing.measure_cost_ratio(target, draft, batch=batch, position=position,
-                                       repeats=repeats, encoder_length=encoder_length, fill=fill)
+                                       repeats=repeats, encoder_length=encoder_length, fill=fill,
+                                       room=room)
        for name, draft in drafts.items()}
   return {"target_step_s": times[1], "block_s": {k: times[k] for k in sizes},
           "v": {g: times[g + 1] / times[1] for g in gammas}, "c": c}

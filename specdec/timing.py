@@ -104,8 +104,9 @@ def interleaved_medians(fns: dict[Any, Callable[[], Any]], *, repeats: int,
 
 
 def _block_fns(model, *, batch: int, sizes: list[int], position: int, encoder_length: int,
-               seed: int, fill: bool = True, target=None) -> dict[int, Callable[[], Any]]:
-  cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
+               seed: int, fill: bool = True, room: int | None = None, target=None
+               ) -> dict[int, Callable[[], Any]]:
+  cache = _filled_cache(model, batch=batch, position=position, room=room or max(sizes),
                         encoder_length=encoder_length, seed=seed, fill=fill, target=target)
   where = jnp.full((batch,), position, jnp.int32)
   fns = {}
@@ -117,18 +118,22 @@ def _block_fns(model, *, batch: int, sizes: list[int], position: int, encoder_le
 
 def measure_block_times(model, *, batch: int, sizes: Iterable[int], position: int = 64,
                         repeats: int = 50, encoder_length: int = 32, seed: int = 0,
-                        fill: bool = True) -> dict[int, float]:
+                        fill: bool = True, room: int | None = None) -> dict[int, float]:
   """Median seconds of one cached pass over k tokens at `position`, for each k in `sizes`.
 
   Each timed call rewinds the cache to `position` and feeds k tokens through one jitted
-  function (compiled once per k before timing); the sizes are timed in interleaved rounds.
-  `fill=False` leaves the cache's first `position` entries zero (same cost, one compile fewer).
+  function (compiled once per k and cache length before timing); the sizes are timed in
+  interleaved rounds. The cache holds `position` + `room` entries (default: the largest size;
+  a fixed `room` lets later calls reuse the compiled passes). `fill=False` leaves the cache's
+  first `position` entries zero (same cost, one compile fewer).
   """
   sizes = sorted(set(int(k) for k in sizes))
   if not sizes or sizes[0] < 1:
     raise ValueError(f"sizes must be positive block lengths, got {sizes}")
+  if room is not None and room < sizes[-1]:
+    raise ValueError(f"room must be >= the largest size {sizes[-1]}, got {room}")
   fns = _block_fns(model, batch=batch, sizes=sizes, position=position,
-                   encoder_length=encoder_length, seed=seed, fill=fill)
+                   encoder_length=encoder_length, seed=seed, fill=fill, room=room)
   return interleaved_medians(fns, repeats=repeats)
 
 
@@ -157,11 +162,15 @@ def measure_verify_cost(model, *, batch: int, gammas: Iterable[int], position: i
 
 
 def measure_cost_ratio(target, draft, *, batch: int = 1, position: int = 64, repeats: int = 50,
-                       encoder_length: int = 32, seed: int = 0, fill: bool = True) -> float:
+                       encoder_length: int = 32, seed: int = 0, fill: bool = True,
+                       room: int = 1) -> float:
   """c = time of one single-token draft step / time of one single-token target step
-  (interleaved rounds, medians)."""
+  (interleaved rounds, medians). The caches hold `position` + `room` entries: pass the `room`
+  of a `measure_block_times` call (its largest size) to reuse its compiled target step."""
+  if room < 1:
+    raise ValueError(f"room must be >= 1, got {room}")
   kwargs = dict(batch=batch, sizes=[1], position=position, encoder_length=encoder_length,
-                seed=seed, fill=fill)
+                seed=seed, fill=fill, room=room)
   fns = {"target": _block_fns(target, **kwargs)[1],
          "draft": _block_fns(draft, target=target, **kwargs)[1]}
   times = interleaved_medians(fns, repeats=repeats)
