@@ -25,7 +25,8 @@ rounds differently from `generate`'s; greedy parity with `generate` is reported 
 Measured, in the jitted loops, for each target (in --targets order):
   * init time (compile + run) and device memory after it;
   * t₁ (one cached target step), v(γ) = one (γ+1)-token pass / t₁ for γ in --gammas and then
-    --v_gammas, and c = one draft step / t₁ per draft (`benchmarking.measure_costs`);
+    --v_gammas, and c = one step of the (real, wrapped) draft / t₁ (`benchmarking.measure_costs`,
+    caches left unfilled: the same cost without a compile of the prefix pass);
   * the walltime of `speculative_generate` against `generate` on the same prompts
     (`benchmarking.time_unit`: interleaved medians, compile excluded, eos_id=None so every decode
     is --max_decode_len tokens), batch × draft × γ, with the paper's α for each task; the cost
