@@ -157,7 +157,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
           stop_time: str | None = None, init_from: str | None = None,
           distill_targets: str | None = None, buckets: tuple = (16, 32, 64),
           distill_loss: str = "forward_kl", objective: str = "auto", init_target_layers=None,
-          alpha_examples: int = 0, alpha_gamma: int = 4, log=print) -> dict:
+          alpha_examples: int = 0, alpha_gamma: int = 4, time_budget_s: float | None = None,
+          decay_fraction: float = 0.2, log=print) -> dict:
   """Trains (or distils, when `teacher_dir` is set) and returns a summary dict.
 
   `buckets`: the padded lengths of the training batches; each is one compile of the train step
@@ -180,6 +181,12 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   is set.
   `alpha_examples` > 0: at the end, α of the model as a draft for the teacher on that many
   validation inputs (γ = `alpha_gamma`, T = 0 and T = 1), in the summary.
+
+  `schedule='wsd'`: warmup, constant, then a linear decay over the last `decay_fraction` of the
+  run (`training.BudgetSchedule`). With `time_budget_s` the run's length is set by the clock:
+  seconds of training after the first (compiling) step, `train_steps` the most it may take; the
+  decay starts when (1 − decay_fraction) of the budget has passed and is sized by the measured
+  step rate, so the run ends annealed inside the budget (for short accelerator leases).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -227,8 +234,17 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
     teacher = T5Model.load(teacher_dir)
     log(f"distilling from {teacher_dir} ({teacher.num_params:,} params) into a "
         f"{model_config.num_params:,}-param draft; CE weight {distill_ce_weight}")
-  sched = training.make_schedule(schedule=schedule, learning_rate=learning_rate,
-                                 warmup_steps=warmup_steps, total_steps=train_steps)
+  budget = None
+  if schedule == "wsd":
+    budget = training.BudgetSchedule(learning_rate=learning_rate, warmup_steps=warmup_steps,
+                                     max_steps=train_steps, budget_s=time_budget_s,
+                                     decay_fraction=decay_fraction)
+    sched = None  # The learning rate is set before every step (no recompile when it is sized).
+  elif time_budget_s is not None:
+    raise ValueError("time_budget_s needs schedule='wsd' (the only schedule sized while it runs)")
+  else:
+    sched = training.make_schedule(schedule=schedule, learning_rate=learning_rate,
+                                   warmup_steps=warmup_steps, total_steps=train_steps)
   tx = training.make_optimizer(optimizer=optimizer, schedule=sched, weight_decay=weight_decay)
   student = _Student(model_config, teacher)
   if objective not in ("auto", "distill", "labels"):
@@ -273,12 +289,17 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
     return bleu, cross_entropy
 
   seg_start = time.time()
+  summary_extra = {}
   bar = tqdm.tqdm(total=train_steps, initial=start_step, dynamic_ncols=True, mininterval=10,
                   file=sys.stderr)
   step = start_step
   stopped_early = False
-  while step < train_steps:
+  clock = None  # Starts when the first (compiling) step has finished: what time_budget_s counts.
+  clock_step = start_step
+  while step < train_steps and not (budget is not None and budget.done(step)):
     batch = batches.batch(step)
+    if budget is not None:
+      state = training.set_learning_rate(state, budget(step))
     if distilling:
       state, metrics = trainer.distill_step(state, teacher.params, batch)
     else:
@@ -286,9 +307,17 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
     step += 1
     pending.append(metrics)
     bar.update(1)
+    if clock is None:
+      jax.block_until_ready(metrics)
+      clock, clock_step = time.time(), step
     if step % log_every == 0 or step == train_steps:
       fetched = jax.device_get(pending)
       pending = []
+      if budget is not None and budget.budget_s is not None:
+        budget.observe(step, time.time() - clock, steps_timed=step - clock_step)
+        if budget.decay_start is not None and "decay_logged" not in summary_extra:
+          summary_extra["decay_logged"] = True
+          log(f"step {step}: decay over {budget.decay_steps} steps (budget {budget.budget_s}s)")
       last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
       for k, v in last.items():
         writer.add_scalar(f"train/{k}", v, step)
@@ -309,7 +338,11 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   ckpts.close()
   wall = time.time() - seg_start
   history.append({"start_step": start_step, "end_step": step, "wall_s": round(wall, 1)})
-  summary = {"steps": step, "train_steps": train_steps, "stopped_early": stopped_early,
+  if budget is not None:  # What the run decided (fix these to reproduce it).
+    summary_extra = {"schedule": "wsd", "time_budget_s": time_budget_s,
+                     "decay_start": budget.decay_start, "decay_steps": budget.decay_steps}
+  summary = {**summary_extra, "steps": step, "train_steps": train_steps,
+             "stopped_early": stopped_early,
              "segments": history, "wall_s_total": round(sum(h["wall_s"] for h in history), 1),
              "final_train_metrics": last, "num_params": student.model(state.params).num_params}
   if eval_examples and step > start_step:

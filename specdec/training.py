@@ -3,7 +3,8 @@
 Everything here is plain Python/JAX (no gin); `scripts/train.py` wires it to gin as T5X does.
 
 * `TrainState` (step, params, opt_state) and `make_optimizer` (AdamW with warmup + cosine, or
-  Adafactor as T5X uses it, with T5X's rsqrt schedule).
+  Adafactor as T5X uses it, with T5X's rsqrt schedule); `BudgetSchedule`, a warmup-stable-decay
+  schedule sized to a wall-clock budget while it runs (for short accelerator leases).
 * `cross_entropy_with_z_loss`: T5X's `compute_weighted_cross_entropy` (label smoothing 0).
 * `Trainer`: jitted train step (with dropout) and DistillSpec-style distillation step (forward
   KL(p_target || q_draft) on the target's teacher-forced logits, optionally mixed with CE).
@@ -93,22 +94,96 @@ def make_schedule(*, schedule: str, learning_rate: float, warmup_steps: int,
   raise ValueError(f"unknown schedule {schedule!r}; known: ['cosine', 'rsqrt', 'constant']")
 
 
-def make_optimizer(*, optimizer: str = "adamw", schedule: optax.Schedule,
+def make_optimizer(*, optimizer: str = "adamw", schedule: optax.Schedule | None,
                    weight_decay: float = 0.01, clip_norm: float = 1.0
                    ) -> optax.GradientTransformation:
   """'adamw' (b2=0.98, decoupled weight decay, global-norm clipping) or 'adafactor' as T5X
   configures it (decay_rate 0.8, factored second moments, update clipping at 1.0, parameter-
-  scaled updates, no momentum)."""
-  if optimizer == "adamw":
-    tx = optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-8, weight_decay=weight_decay)
-    if clip_norm:
-      tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
-    return tx
-  if optimizer == "adafactor":
-    return optax.adafactor(learning_rate=schedule, decay_rate=0.8, clipping_threshold=1.0,
+  scaled updates, no momentum).
+
+  `schedule=None`: the learning rate is a hyperparameter held in the optimizer state, which the
+  caller sets before each step (`set_learning_rate`): a schedule decided while training runs
+  (`BudgetSchedule`) then needs no recompile.
+  """
+  if optimizer not in ("adamw", "adafactor"):
+    raise ValueError(f"unknown optimizer {optimizer!r}; known: ['adamw', 'adafactor']")
+
+  def build(learning_rate):
+    if optimizer == "adamw":
+      tx = optax.adamw(learning_rate, b1=0.9, b2=0.98, eps=1e-8, weight_decay=weight_decay)
+      return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm else tx
+    return optax.adafactor(learning_rate=learning_rate, decay_rate=0.8, clipping_threshold=1.0,
                            multiply_by_parameter_scale=True, momentum=None,
                            weight_decay_rate=None)
-  raise ValueError(f"unknown optimizer {optimizer!r}; known: ['adamw', 'adafactor']")
+
+  if schedule is None:
+    return optax.inject_hyperparams(build)(learning_rate=0.0)
+  return build(schedule)
+
+
+def set_learning_rate(state: "TrainState", learning_rate: float) -> "TrainState":
+  """`state` with the learning rate of a `make_optimizer(schedule=None)` optimizer set."""
+  hyperparams = dict(state.opt_state.hyperparams)
+  hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+
+
+class BudgetSchedule:
+  """Warmup, constant, then a linear decay to `final_fraction` of the peak, sized to a wall-clock
+  budget: the "warmup-stable-decay" schedule, whose length need not be known in advance.
+
+  The decay takes the last `decay_fraction` of `budget_s` (seconds of training after the first,
+  compiling step). Call `observe(step, elapsed_s)` at points where the device has caught up (e.g.
+  after fetching metrics): once `elapsed_s` reaches (1 − decay_fraction) · budget_s, the decay
+  starts at that step and lasts as many steps as the measured rate fits into the rest of the
+  budget. With `budget_s=None` it decays over the last `decay_fraction` of `max_steps`
+  (deterministic). The run is over when `done(step)`. `decay_start`/`decay_steps` say what was
+  decided (log them: with them fixed, a run is reproducible).
+  """
+
+  def __init__(self, *, learning_rate: float, warmup_steps: int, max_steps: int,
+               budget_s: float | None = None, decay_fraction: float = 0.2,
+               final_fraction: float = 0.1):
+    if learning_rate <= 0:
+      raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    if warmup_steps < 0 or max_steps <= 0:
+      raise ValueError(f"need warmup_steps >= 0 and max_steps > 0, got {warmup_steps}, "
+                       f"{max_steps}")
+    if budget_s is not None and not budget_s > 0:
+      raise ValueError(f"budget_s must be positive (or None), got {budget_s}")
+    if not 0 < decay_fraction <= 1:
+      raise ValueError(f"decay_fraction must be in (0, 1], got {decay_fraction}")
+    if not 0 <= final_fraction <= 1:
+      raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction}")
+    self.learning_rate, self.warmup = float(learning_rate), max(int(warmup_steps), 1)
+    self.max_steps, self.budget_s = int(max_steps), budget_s
+    self.decay_fraction, self.final_fraction = float(decay_fraction), float(final_fraction)
+    self.decay_start: int | None = None
+    self.decay_steps: int | None = None
+    if budget_s is None:
+      self.decay_steps = max(1, int(round(self.max_steps * self.decay_fraction)))
+      self.decay_start = self.max_steps - self.decay_steps
+
+  def observe(self, step: int, elapsed_s: float, *, steps_timed: int | None = None) -> None:
+    """At `step`, `elapsed_s` of the budget have passed over `steps_timed` steps (default
+    `step`: the clock started at step 0)."""
+    if self.decay_start is not None or elapsed_s < (1 - self.decay_fraction) * self.budget_s:
+      return
+    rate = (step if steps_timed is None else steps_timed) / max(elapsed_s, 1e-9)
+    left = max(self.max_steps - step, 1)
+    self.decay_start = int(step)
+    self.decay_steps = int(min(left, max(1, rate * (self.budget_s - elapsed_s))))
+
+  def done(self, step: int) -> bool:
+    return step >= self.max_steps or (
+        self.decay_start is not None and step >= self.decay_start + self.decay_steps)
+
+  def __call__(self, step: int) -> float:
+    peak = self.learning_rate * min(1.0, (step + 1.0) / self.warmup)
+    if self.decay_start is None or step < self.decay_start:
+      return peak
+    progress = min(1.0, (step - self.decay_start) / self.decay_steps)
+    return peak * (1.0 - (1.0 - self.final_fraction) * progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +340,9 @@ class Trainer:
            "tokens": jnp.sum(weights)}
     if self.schedule is not None and state is not None:
       out["learning_rate"] = jnp.asarray(self.schedule(state.step), jnp.float32)
+    elif state is not None and hasattr(state.opt_state, "hyperparams"):  # Set by the caller.
+      out["learning_rate"] = jnp.asarray(state.opt_state.hyperparams["learning_rate"],
+                                         jnp.float32)
     return out
 
   def _apply(self, state, grads):
@@ -599,7 +677,8 @@ def model_from_state(config: T5Config, state: TrainState) -> T5Model:
 
 
 __all__ = [
-    "Batches", "Checkpoints", "TrainState", "Trainer", "acceptance_rate", "cross_entropy_per_token",
+    "Batches", "BudgetSchedule", "Checkpoints", "TrainState", "Trainer", "acceptance_rate",
+    "cross_entropy_per_token", "set_learning_rate",
     "cross_entropy_with_z_loss",
     "encode", "encoder_batches", "evaluate_bleu", "forward_kl", "kl_on_batch", "make_optimizer",
     "make_schedule", "save_for_inference", "shift_right", "tokenize_pairs", "total_variation",

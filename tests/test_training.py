@@ -329,3 +329,52 @@ def test_train_script_trains_and_exports_a_shared_encoder_draft(tmp_path):
   draft = load_model(str(tmp_path / "export"))
   assert isinstance(draft, SharedEncoderDraft) and draft.config == config
   assert draft.target_fingerprint == encoder_fingerprint(target)
+
+
+def test_budget_schedule_sizes_its_decay_to_the_clock():
+  fixed = training.BudgetSchedule(learning_rate=1.0, warmup_steps=10, max_steps=100,
+                                  decay_fraction=0.2)
+  assert (fixed.decay_start, fixed.decay_steps) == (80, 20)
+  assert fixed(4) == 0.5 and fixed(50) == 1.0 and fixed(90) == pytest.approx(0.55)
+  assert fixed(100) == pytest.approx(0.1) and fixed.done(100) and not fixed.done(99)
+  timed = training.BudgetSchedule(learning_rate=1.0, warmup_steps=0, max_steps=10**6,
+                                  budget_s=100.0, decay_fraction=0.25)
+  timed.observe(500, 70.0)  # Before 75 s: nothing decided.
+  assert timed.decay_start is None and not timed.done(10**5) and timed(10**5) == 1.0
+  timed.observe(600, 80.0, steps_timed=400)  # 5 steps/s, 20 s left: 100 decay steps.
+  assert (timed.decay_start, timed.decay_steps) == (600, 100)
+  assert timed(650) == pytest.approx(0.55) and timed.done(700)
+  timed.observe(700, 90.0)  # Decided once.
+  assert timed.decay_steps == 100
+  for bad in (dict(budget_s=0.0), dict(decay_fraction=0.0), dict(learning_rate=0.0)):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      training.BudgetSchedule(**{**dict(learning_rate=1.0, warmup_steps=1, max_steps=10), **bad})
+
+
+def test_injected_learning_rate_is_the_one_set(tiny_target):
+  """make_optimizer(schedule=None): the step uses the rate set in the state, with no recompile."""
+  trainer = training.Trainer(TINY, training.make_optimizer(optimizer="adafactor", schedule=None))
+  batch = _synthetic_batch()
+  state = trainer.init_state(tiny_target.params)
+  zero, metrics = trainer.train_step(training.set_learning_rate(state, 0.0), batch)
+  _assert_trees_equal(zero.params, state.params)  # Rate 0: no change.
+  assert float(metrics["learning_rate"]) == 0.0
+  moved, metrics = trainer.train_step(training.set_learning_rate(state, 1e-2), batch)
+  assert float(metrics["learning_rate"]) == pytest.approx(1e-2)
+  assert trainer.train_step._cache_size() == 1
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(moved.params),
+                                                       jax.tree_util.tree_leaves(state.params)))
+
+
+def test_train_script_runs_a_time_budget(tmp_path):
+  script = load_script("train")
+  model = T5Model.init(TINY.replace(vocab_size=4096), 0)
+  summary = script.train(model_config=model.config, model_dir=str(tmp_path / "run"),
+                         train_steps=10**6, batch_size=4, schedule="wsd", warmup_steps=2,
+                         time_budget_s=3.0, decay_fraction=0.5, log_every=2, eval_examples=0,
+                         buckets=(64,), log=lambda *a: None)
+  assert summary["schedule"] == "wsd" and summary["decay_start"] is not None
+  assert summary["steps"] == summary["decay_start"] + summary["decay_steps"]
+  with pytest.raises(ValueError, match="time_budget_s"):
+    script.train(model_config=model.config, model_dir=str(tmp_path / "x"), train_steps=1,
+                 time_budget_s=3.0)
