@@ -21,7 +21,7 @@ import numpy as np
 
 from specdec import hf_import, t5x_import
 from specdec import weights as weights_lib
-from specdec.cache import DecoderCache
+from specdec.cache import DecoderCache, check_room
 from specdec.config import T5Config
 from specdec.network import transformer
 # The parameter tree's helpers stay reachable as `specdec.model.*` (partitioning uses them).
@@ -220,6 +220,7 @@ class T5Model:
     """Feeds tokens `[B, k]`; returns float32 logits `[B, k, V]` and the advanced cache."""
     if isinstance(tokens, jax.core.Tracer):
       return extend_cache(self.config, self.params, cache, tokens)
+    check_room(cache.position, np.shape(tokens)[1], cache.length)  # Eager: positions are known.
     return _extend(self.config, self.params, cache, jnp.asarray(tokens, jnp.int32))
 
   def rewind(self, cache: DecoderCache, position: Array) -> DecoderCache:

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 import specdec  # noqa: E402
 from specdec import BigramDraft, Draft, PromptLookupDraft, UnigramDraft  # noqa: E402
+from specdec import cache as cache_lib  # noqa: E402
 from specdec.drafts import check_draft  # noqa: E402
 
 V = 6
@@ -138,6 +139,77 @@ def test_prompt_lookup_extend_rewind():
                           jnp.asarray([[0, 5, 6, 7], [0, 4, 6, 0]], jnp.int32))
   np.testing.assert_array_equal(got[0], np.argmax(np.asarray(fresh[0, 2:]), axis=-1))
   np.testing.assert_array_equal(got[1], np.argmax(np.asarray(fresh[1, 1:3]), axis=-1))
+
+
+def test_prompt_lookup_on_an_all_padding_row():
+  """A row with no input at all (every token padding) matches nothing: always the fallback,
+  whatever the history (padding is never a token to match or to propose)."""
+  encoder = jnp.concatenate([ENCODER, jnp.zeros_like(ENCODER)], axis=0)
+  draft = PromptLookupDraft(vocab_size=VP, fallback_token=4)
+  state = draft.start(encoder, cache_length=16)
+  logits, _ = _extend(draft, state, jnp.asarray([[0, 2, 5, 6], [0, 2, 5, 6]], jnp.int32))
+  got = np.argmax(np.asarray(logits), axis=-1)
+  np.testing.assert_array_equal(got[1], [4, 4, 4, 4])
+  np.testing.assert_array_equal(got[0], [4, 5, 6, 7])  # The other row is unaffected.
+  assert propose([0, 0, 0], encoder=jnp.zeros_like(ENCODER)) == 1
+
+
+def test_prompt_lookup_with_eos_and_padding_mid_input():
+  """EOS (1) inside the input is an ordinary token; padding inside it is never matched or
+  proposed, and an occurrence followed by padding yields to an earlier one with a follower."""
+  #                    j: 0  1  2  3  4  5  6  7
+  encoder = jnp.asarray([[4, 0, 6, 1, 9, 1, 0, 0]], jnp.int32)
+  assert propose([0], encoder=encoder, fallback_token=3) == 3     # 0 never matches the pad at 1.
+  assert propose([0, 4], encoder=encoder, fallback_token=3) == 3  # "4" is followed by padding.
+  assert propose([0, 6], encoder=encoder) == 1                    # EOS is proposed like a token.
+  assert propose([0, 1], encoder=encoder) == 9                    # Latest "1" (j=5) → pad; j=3.
+  assert propose([0, 6, 1], encoder=encoder) == 9                 # The 2-gram "6 1".
+
+
+# --- capacity: a write past the end of a cache is an error, never a clamp -----------------------
+
+
+def test_write_rows_fills_to_the_end_and_refuses_past_it():
+  buffer = jnp.zeros((2, 5), jnp.int32)
+  block = jnp.asarray([[7, 8], [9, 6]], jnp.int32)
+  got = cache_lib.write_rows(buffer, block, jnp.asarray([3, 0]))  # Row 0 ends at the last entry.
+  np.testing.assert_array_equal(got, [[0, 0, 0, 7, 8], [9, 6, 0, 0, 0]])
+  np.testing.assert_array_equal(cache_lib.read_rows(got, jnp.asarray([3, 0]), 2), block)
+  for start, row in (([3, 4], 1), ([-1, 0], 0), ([5, 5], 0)):
+    with pytest.raises(ValueError, match=f"start: row {row} would write"):
+      cache_lib.write_rows(buffer, block, jnp.asarray(start))
+    with pytest.raises(ValueError, match=f"start: row {row} would read"):
+      cache_lib.read_rows(buffer, jnp.asarray(start), 2)
+  with pytest.raises(ValueError, match="block of 6 entries in a cache of length 5"):
+    cache_lib.write_rows(buffer, jnp.zeros((2, 6), jnp.int32), jnp.asarray([0, 0]))
+  with pytest.raises(ValueError, match="block of 6 entries in a cache of length 5"):
+    jax.jit(cache_lib.read_rows, static_argnums=2)(buffer, jnp.asarray([0, 0]), 6)  # Static.
+  # Traced positions are not inspected (the decoders' allocation guarantees them; see
+  # test_speculative.py::test_writes_stay_inside_the_caches): in range, jit gives the same.
+  np.testing.assert_array_equal(jax.jit(cache_lib.write_rows)(buffer, block, jnp.asarray([3, 0])),
+                                got)
+
+
+def test_drafts_refuse_to_write_past_their_cache(tiny_target):
+  """Eager calls know the positions: a block that would run past `cache_length` raises,
+  naming the row, for prompt lookup's history and for a T5's decoder cache."""
+  draft = PromptLookupDraft(vocab_size=VP)
+  state = draft.start(ENCODER, cache_length=4)
+  logits, state = draft.extend(state, jnp.asarray([[0, 2, 5]], jnp.int32))
+  logits, state = draft.extend(state, jnp.asarray([[6]], jnp.int32))  # Fills the last entry.
+  assert int(np.argmax(np.asarray(logits[0, 0]))) == 7  # "2 5 6" → 7: the write landed.
+  with pytest.raises(ValueError, match="start: row 0 would write entries 4..4"):
+    draft.extend(state, jnp.asarray([[7]], jnp.int32))
+  rewound = draft.rewind(state, jnp.asarray([3]))
+  draft.extend(rewound, jnp.asarray([[7]], jnp.int32))  # After a rewind there is room again.
+
+  enc = jnp.asarray([[5, 9, 3, 1]], jnp.int32)
+  cache = tiny_target.start(enc, cache_length=3)
+  _, cache = tiny_target.extend(cache, jnp.asarray([[0, 4]], jnp.int32))
+  with pytest.raises(ValueError, match="start: row 0 would write entries 2..3"):
+    tiny_target.extend(cache, jnp.asarray([[5, 6]], jnp.int32))
+  _, cache = tiny_target.extend(cache, jnp.asarray([[5]], jnp.int32))
+  np.testing.assert_array_equal(cache.position, [3])
 
 
 def test_drafts_satisfy_the_protocol(tiny_target):
