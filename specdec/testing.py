@@ -7,17 +7,28 @@ alike: a bug there would cancel out of any comparison built on it).
 * `TINY`, `TINY_DRAFT`: the suite's cheapest target/draft configs (vocabulary 32).
 * `SMALL`, `SMALL_DRAFT`: vocabulary 8, for exactness tests that enumerate every continuation.
 * `reference_probs`: temperature → top-k → top-p in float64 numpy.
-* `exact_joint`: the law of the first `length` tokens of a model by teacher forcing.
+* `exact_conditionals`: a model's processed next-token laws after every prefix, by teacher forcing;
+  `joint_from` multiplies them into the law of the first tokens; `exact_joint` does both.
+* `end_at_eos`: the law of outputs that end at EOS (zeros after it), from a law without EOS.
 * `chi2_pvalue`: the goodness-of-fit test the exactness tests share (needs scipy).
+* `WriteRecorder`: wraps a `Draft`-protocol model and records the end of every block it is fed,
+  to check that a decoder never writes past the caches it allocated.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+from typing import Any
 
+import flax.struct
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from specdec.config import T5Config
+
+Array = jax.Array
 
 TINY = T5Config(vocab_size=32, emb_dim=16, num_heads=2, num_encoder_layers=1,
                 num_decoder_layers=2, head_dim=8, mlp_dim=24)
@@ -58,25 +69,67 @@ def reference_probs(logits, *, temperature: float, top_k: int = 0, top_p: float 
   return probs
 
 
-def exact_joint(model, prompt, *, length: int, temperature: float, top_k: int = 0,
-                top_p: float = 1.0) -> np.ndarray:
-  """float64 `[V] * length`: P(y_1 .. y_length | prompt) under `model` (a `T5Model`) by teacher
-  forcing every prefix, processed by `reference_probs`. Costs V^(length-1) rows of one
-  `model.logits` call; meant for vocabularies of ~8 and lengths ≤ 3."""
+def exact_conditionals(model, prompt, *, length: int, temperature: float, top_k: int = 0,
+                       top_p: float = 1.0, boundary_margin: float = 1e-4) -> list[np.ndarray]:
+  """float64 conditionals of a `T5Model` by teacher forcing, processed by `reference_probs`.
+
+  Returns `[c_0, ..., c_{length-1}]`, c_i of shape `[V] * (i + 1)`: c_i[y_1, .., y_i, y] =
+  P(y_{i+1} = y | prompt, y_1 .. y_i). Costs V^(length-1) rows of one `model.logits` call; meant
+  for vocabularies of ~8 and lengths ≤ 3. A top-k cut within `boundary_margin` (in logits) of a
+  tie is refused, as `reference_probs` refuses a top-p one: cached and teacher-forced logits agree
+  to ~1e-6, not exactly, so there the kept set would depend on rounding.
+  """
   vocab = model.vocab_size
-  prefixes = np.array(list(itertools.product(range(vocab), repeat=length - 1)), np.int32)
-  prefixes = prefixes.reshape(-1, length - 1)
+  prefixes = list(itertools.product(range(vocab), repeat=length - 1))
+  prefixes = np.array(prefixes, np.int32).reshape(len(prefixes), length - 1)
   dec = np.concatenate([np.zeros((len(prefixes), 1), np.int32), prefixes], axis=1)
   enc = np.tile(np.asarray(prompt, np.int32)[None], (len(dec), 1))
   logits = np.asarray(model.logits(enc, dec), np.float64)  # [V^(n-1), n, V]
-  probs = reference_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-  joint = np.ones((vocab,) * length)
+  if top_k and top_k < vocab:
+    top = -np.sort(-logits, axis=-1)
+    assert np.min(top[..., top_k - 1] - top[..., top_k]) > boundary_margin, "top-k cut at a tie"
+  probs = reference_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                          boundary_margin=boundary_margin)
+  conditionals = []
   for i in range(length):
     # Position i's conditional depends on the first i tokens of the prefix only.
     cond = probs[:, i].reshape((vocab,) * (length - 1) + (vocab,))
-    cond = cond[(slice(None),) * i + (0,) * (length - 1 - i)]  # [V]*i + [V]
-    joint = joint * cond.reshape((vocab,) * (i + 1) + (1,) * (length - 1 - i))
+    conditionals.append(cond[(slice(None),) * i + (0,) * (length - 1 - i)])  # [V]*i + [V]
+  return conditionals
+
+
+def joint_from(conditionals) -> np.ndarray:
+  """The joint law `[V] * n` of (y_1 .. y_n) from conditionals as `exact_conditionals` returns."""
+  joint = np.ones(())
+  for cond in conditionals:
+    joint = joint[..., None] * np.asarray(cond, np.float64)  # c_i has one more axis than joint.
   return joint / joint.sum()
+
+
+def exact_joint(model, prompt, *, length: int, temperature: float, top_k: int = 0,
+                top_p: float = 1.0) -> np.ndarray:
+  """float64 `[V] * length`: P(y_1 .. y_length | prompt) under `model` (a `T5Model`) by teacher
+  forcing every prefix, processed by `reference_probs` (see `exact_conditionals`)."""
+  return joint_from(exact_conditionals(model, prompt, length=length, temperature=temperature,
+                                       top_k=top_k, top_p=top_p))
+
+
+def end_at_eos(joint, eos_id: int) -> np.ndarray:
+  """The law of decoder outputs with EOS from `joint` `[V] * n`, the law without it.
+
+  A decoder that stops at EOS outputs y with every token after the first EOS replaced by 0 (the
+  T5X convention); its law is the image of `joint` under that map.
+  """
+  joint = np.asarray(joint, np.float64)
+  vocab, length = joint.shape[0], joint.ndim
+  out = np.zeros_like(joint)
+  for seq in itertools.product(range(vocab), repeat=length):
+    ended = list(seq)
+    if eos_id in seq:
+      first = seq.index(eos_id)
+      ended[first + 1:] = [0] * (length - first - 1)
+    out[tuple(ended)] += joint[seq]
+  return out
 
 
 def chi2_pvalue(observed, expected_probs) -> float:
@@ -109,3 +162,57 @@ def chi2_pvalue(observed, expected_probs) -> float:
   exp_cells = np.asarray(exp_cells)
   exp_cells *= total / exp_cells.sum()  # Guard against float rounding in the sum.
   return float(stats.chisquare(obs_cells, exp_cells).pvalue)
+
+
+# --- a recording wrapper for capacity checks ---------------------------------------------------
+
+_WRITES: dict[str, list[tuple[int, int]]] = {}
+
+
+def _record(tag: str, capacity: int, end) -> None:
+  _WRITES.setdefault(tag, []).append((int(end), capacity))
+
+
+@flax.struct.dataclass
+class RecorderState:
+  inner: Any           # The wrapped model's state.
+  position: Array      # [B] int32; each row's position as the caller set it.
+  capacity: int = flax.struct.field(pytree_node=False)  # The `cache_length` given to `start`.
+
+
+@flax.struct.dataclass
+class WriteRecorder:
+  """A `Draft`-protocol model that delegates to `inner` and records, on every `extend`, the
+  largest end (position + block length) over the rows next to the capacity given to `start`.
+
+  Recording goes through `jax.debug.callback`, so it works inside the jitted loops; `writes()`
+  returns `[(end, capacity), ...]` for this `tag`. A test-only tool: each call is a host round
+  trip.
+  """
+  inner: Any
+  tag: str = flax.struct.field(pytree_node=False)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.inner.vocab_size
+
+  def start(self, encoder_input_tokens, *, cache_length):
+    return RecorderState(inner=self.inner.start(encoder_input_tokens, cache_length=cache_length),
+                         position=jnp.zeros((encoder_input_tokens.shape[0],), jnp.int32),
+                         capacity=cache_length)
+
+  def extend(self, state, tokens):
+    end = jnp.max(state.position + tokens.shape[1])
+    jax.debug.callback(functools.partial(_record, self.tag, state.capacity), end)
+    logits, inner = self.inner.extend(state.inner, tokens)
+    return logits, state.replace(inner=inner, position=state.position + tokens.shape[1])
+
+  def rewind(self, state, position):
+    return state.replace(inner=self.inner.rewind(state.inner, position),
+                         position=position.astype(jnp.int32))
+
+  def writes(self) -> list[tuple[int, int]]:
+    return list(_WRITES.get(self.tag, []))
+
+  def clear(self) -> None:
+    _WRITES.pop(self.tag, None)
