@@ -35,6 +35,8 @@ from scipy import stats  # noqa: E402
 from chi2 import chi2_pvalue  # noqa: E402  (tests/chi2.py)
 
 import specdec  # noqa: E402
+from specdec import sampling as sampling_lib  # noqa: E402
+from specdec import verification  # noqa: E402
 
 N = 20000     # Rows = independent runs of the accept/reject step.
 V = 6         # Vocabulary.
@@ -88,29 +90,35 @@ def accepted_law(p, q):
   return law
 
 
-def check_exact(p, q, seed):
-  """The three exactness checks of the module docstring for p `[γ+1, V]`, q `[γ, V]`."""
-  tokens, num_accepted, next_token = run_verify(p, q, seed)
+def exactness_pvalues(p, q, tokens, num_accepted, next_token, seed) -> dict[str, float]:
+  """The p-values of the four exactness statistics of the module docstring."""
   out = completed_outputs(p, tokens, num_accepted, next_token, seed)
   p64 = np.asarray(p, np.float64)
-  # First output token ~ p_1 (x_1 if kept, else the correction); uses no completion draws.
-  first = np.where(num_accepted > 0, tokens[:, 0], next_token)
-  pv_first = chi2_pvalue(np.bincount(first, minlength=V), p64[0])
-  assert pv_first > P_MIN, f"first output token is not ~ p_1: p-value {pv_first:.3g}"
-  # Joint of the first two output tokens ~ p_1 ⊗ p_2.
-  pairs = np.bincount(out[:, 0] * V + out[:, 1], minlength=V * V)
-  pv_pair = chi2_pvalue(pairs, np.outer(p64[0], p64[1]))
-  assert pv_pair > P_MIN, f"first two output tokens are not ~ p_1 x p_2: p-value {pv_pair:.3g}"
-  # Joint of all γ+1 (completed) tokens ~ ∏ p_i.
-  index = np.ravel_multi_index(tuple(out.T), (V,) * (GAMMA + 1))
   joint = np.ones(())
   for j in range(GAMMA + 1):
     joint = np.multiply.outer(joint, p64[j])
-  pv_joint = chi2_pvalue(np.bincount(index, minlength=V ** (GAMMA + 1)), joint)
-  assert pv_joint > P_MIN, f"completed output is not ~ prod p_i: p-value {pv_joint:.3g}"
-  # Number accepted against its exact law.
-  pv_n = chi2_pvalue(np.bincount(num_accepted, minlength=GAMMA + 1), accepted_law(p64, q))
-  assert pv_n > P_MIN, f"num_accepted does not follow its law: p-value {pv_n:.3g}"
+  # First output token ~ p_1 (x_1 if kept, else the correction); uses no completion draws.
+  first = np.where(num_accepted > 0, tokens[:, 0], next_token)
+  return {
+      "first": chi2_pvalue(np.bincount(first, minlength=V), p64[0]),
+      # Joint of the first two output tokens ~ p_1 ⊗ p_2.
+      "pair": chi2_pvalue(np.bincount(out[:, 0] * V + out[:, 1], minlength=V * V),
+                          np.outer(p64[0], p64[1])),
+      # Joint of all γ+1 (completed) tokens ~ ∏ p_i.
+      "joint": chi2_pvalue(np.bincount(np.ravel_multi_index(tuple(out.T), (V,) * (GAMMA + 1)),
+                                       minlength=V ** (GAMMA + 1)), joint),
+      # Number accepted against its exact law.
+      "num_accepted": chi2_pvalue(np.bincount(num_accepted, minlength=GAMMA + 1),
+                                  accepted_law(p64, q)),
+  }
+
+
+def check_exact(p, q, seed):
+  """The exactness checks of the module docstring for p `[γ+1, V]`, q `[γ, V]`."""
+  tokens, num_accepted, next_token = run_verify(p, q, seed)
+  pvalues = exactness_pvalues(p, q, tokens, num_accepted, next_token, seed)
+  for name, pvalue in pvalues.items():
+    assert pvalue > P_MIN, f"{name}: p-value {pvalue:.3g}"
   return tokens, num_accepted, next_token
 
 
@@ -202,6 +210,27 @@ def test_tiny_q_of_the_draft_token():
     assert pv > P_MIN, (n, pv)
 
 
+def test_rejection_with_an_empty_residual_draws_from_p():
+  """A forced rejection where p ≤ q everywhere up to rounding: the residual max(0, p − q) is all
+  zero, and the correction must come from p, never from an empty CDF (which gives token V).
+
+  q = p·(1 + 1e-6) (sums exceed 1 by rounding-sized amounts, as processed float32 laws can), and
+  the forced draft token 0 has p = 0 < q, so x_1 is always rejected.
+  """
+  rng = np.random.default_rng(18)
+  p = dirichlet(rng, GAMMA + 1)
+  p[:, 0] = 0.0
+  p /= p.sum(axis=1, keepdims=True)
+  q = (p[:GAMMA] * np.float32(1 + 1e-6)).astype(np.float32)
+  q[:, 0] = 1e-6
+  assert (np.maximum(p[:GAMMA] - q, 0.0) == 0).all()  # Empty residuals, in float32 too.
+  _, num_accepted, next_token = run_verify(p, q, seed=19, tokens=np.zeros((N, GAMMA), np.int32))
+  np.testing.assert_array_equal(num_accepted, 0)
+  assert next_token.max() < V  # (run_verify checks it as well.)
+  pv = chi2_pvalue(np.bincount(next_token, minlength=V), p[0].astype(np.float64))
+  assert pv > P_MIN, pv
+
+
 def test_test_has_power():
   """The same checks reject a sampler that draws the correction from p, or from q."""
   rng = np.random.default_rng(0)
@@ -213,6 +242,53 @@ def test_test_has_power():
     first = np.where(num_accepted > 0, tokens[:, 0], next_token)
     pv = chi2_pvalue(np.bincount(first, minlength=V), p[0].astype(np.float64))
     assert pv < 1e-10, pv
+
+
+def _wrong_verify_row(*, accept_with_q=True, p_row=None):
+  """`verification.verify_row` with one thing wrong.
+
+  accept_with_q=False: x_i is kept while r_i < p_i(x_i) (q left out of the test).
+  p_row(n): the row of p the correction's residual is built from, instead of n (the first
+  rejected position).
+  """
+  def verify_row(draft_tokens, draft_probs, target_probs, key):
+    gamma = draft_tokens.shape[0]
+    accept_key, residual_key = jax.random.split(key)
+    index = jnp.arange(gamma)
+    q_x = draft_probs[index, draft_tokens] if accept_with_q else 1.0
+    r = jax.random.uniform(accept_key, (gamma,), jnp.float32)
+    kept = r * q_x < target_probs[index, draft_tokens]
+    n = jnp.sum(jnp.cumprod(kept.astype(jnp.int32))).astype(jnp.int32)
+    q_padded = jnp.concatenate([draft_probs, jnp.zeros_like(draft_probs[:1])], axis=0)
+    p_next = target_probs[n if p_row is None else p_row(n)]
+    residual = jnp.maximum(p_next - q_padded[n], 0.0)
+    residual = jnp.where(jnp.sum(residual) > 0, residual, p_next)
+    return n, sampling_lib.draw(residual_key, residual)
+  return verify_row
+
+
+@pytest.mark.parametrize("bug, statistic", [
+    # The correction's residual always built from p_1: output token 1 is still ~ p_1 (x_1, or a
+    # correction at position 1, both right); token 2 is not.
+    (_wrong_verify_row(p_row=lambda n: 0), "pair"),
+    # Built from p_1 or p_2 (0-based row min(n, 1)): wrong only at output position 3 or later.
+    (_wrong_verify_row(p_row=lambda n: jnp.minimum(n, 1)), "joint"),
+    (_wrong_verify_row(accept_with_q=False), "num_accepted"),
+], ids=["residual_of_p1", "residual_of_p2", "accept_ignores_q"])
+def test_each_statistic_rejects_a_wrong_verifier(monkeypatch, bug, statistic):
+  """Each statistic of `check_exact` has power of its own: a wrong `verify_row` run through
+  `specdec.verify` (monkeypatched) is rejected by it at the seed and size of
+  `test_generic_p_and_q`; the pair and joint bugs leave the statistics before them blind."""
+  rng = np.random.default_rng(0)
+  p, q = dirichlet(rng, GAMMA + 1), dirichlet(rng, GAMMA)
+  monkeypatch.setattr(verification, "verify_rows",
+                      lambda *args: jax.vmap(bug)(*args))  # Where `verify` finds its rule.
+  tokens, num_accepted, next_token = run_verify(p, q, seed=1)
+  pvalues = exactness_pvalues(p, q, tokens, num_accepted, next_token, seed=1)
+  assert pvalues[statistic] < 1e-10, pvalues
+  blind = {"pair": ["first"], "joint": ["first", "pair"], "num_accepted": []}[statistic]
+  for name in blind:
+    assert pvalues[name] > P_MIN, (name, pvalues)
 
 
 def test_rows_use_their_own_keys():
