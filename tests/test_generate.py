@@ -5,12 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 import specdec
+from chi2 import chi2_pvalue
 from conftest import TINY
 from specdec import decoding
+from specdec import sampling as sampling_lib
 from specdec.sampling import Sampling, logits_to_probs
+from specdec.testing import SMALL, exact_joint, reference_probs
 
 # --- exact sampling distributions ----------------------------------------------------------
 
@@ -22,26 +24,6 @@ _PROMPT = np.array([[7, 3, 19, 4, 25, 0]], np.int32)
 # top-p/top-k, rows sharing keys) moves the distribution by far more than the ~1% that 20000
 # samples resolve, which drives p to ~0 (see test_chi_squared_has_power).
 _P_THRESHOLD = 1e-4
-
-
-def _reference_probs(logits, *, temperature, top_k=0, top_p=1.0):
-  """Temperature, top-k, top-p in float64 numpy, independently of specdec.sampling."""
-  logits = np.asarray(logits, np.float64) / temperature
-  if top_k:
-    kth = np.sort(logits)[-top_k]
-    logits = np.where(logits >= kth, logits, -np.inf)
-  probs = np.exp(logits - logits.max())
-  probs /= probs.sum()
-  if top_p < 1.0:
-    order = np.argsort(-probs)
-    mass_before = np.cumsum(probs[order]) - probs[order]
-    # The boundary must be clear of float32 rounding for the comparison to be meaningful.
-    assert np.min(np.abs(mass_before - top_p)) > 1e-4
-    keep = np.zeros_like(probs, bool)
-    keep[order[mass_before < top_p]] = True
-    probs = np.where(keep, probs, 0.0)
-    probs /= probs.sum()
-  return probs
 
 
 def _first_token_probs(model):
@@ -60,16 +42,7 @@ def _sample_first_tokens(model, seed, **sampling):
 
 def _chi_squared_p(tokens, probs):
   """p-value of the counts of `tokens` against `probs` (bins with expected count < 5 pooled)."""
-  counts = np.bincount(tokens, minlength=len(probs)).astype(np.float64)
-  expected = probs * len(tokens)
-  big = expected >= 5
-  observed = list(counts[big])
-  wanted = list(expected[big])
-  if expected[~big].sum() > 0:
-    observed.append(counts[~big].sum())
-    wanted.append(expected[~big].sum())
-  wanted = np.array(wanted) * (len(tokens) / np.sum(wanted))  # Exact totals for scipy.
-  return stats.chisquare(observed, wanted).pvalue
+  return chi2_pvalue(np.bincount(tokens, minlength=len(probs)), probs)
 
 
 _CASES = {
@@ -85,7 +58,7 @@ _CASES = {
 def test_first_token_distribution_is_exact(tiny_target, case):
   sampling = _CASES[case]
   logits = _first_token_probs(tiny_target)
-  expected = _reference_probs(logits, **sampling)
+  expected = reference_probs(logits, **sampling)
   # specdec's logits_to_probs agrees with the independent reference...
   np.testing.assert_allclose(logits_to_probs(jnp.asarray(logits), **sampling), expected,
                              atol=1e-6)
@@ -104,8 +77,52 @@ def test_chi_squared_has_power(tiny_target):
   T=1 and the T=0.6 distributions: the test detects errors of that size."""
   logits = _first_token_probs(tiny_target)
   tokens = _sample_first_tokens(tiny_target, seed=1234, temperature=0.7)
-  assert _chi_squared_p(tokens, _reference_probs(logits, temperature=1.0)) < 1e-10
-  assert _chi_squared_p(tokens, _reference_probs(logits, temperature=0.6)) < _P_THRESHOLD
+  assert _chi_squared_p(tokens, reference_probs(logits, temperature=1.0)) < 1e-10
+  assert _chi_squared_p(tokens, reference_probs(logits, temperature=0.6)) < _P_THRESHOLD
+
+
+_SMALL_PROMPT = np.array([[3, 5, 2, 7, 4]], np.int32)
+_JOINT_CASES = {"T=1": dict(temperature=1.0),
+                "T=0.7,top_k=4,top_p=0.8": dict(temperature=0.7, top_k=4, top_p=0.8)}
+
+
+@pytest.fixture(scope="module")
+def small_target():
+  return specdec.T5Model.init(SMALL, 0)
+
+
+def _sample_sequences(model, seed, **sampling):
+  """`_NUM_SAMPLES` continuations of 3 tokens of `_SMALL_PROMPT`, as cell indices in V³."""
+  prompts = np.repeat(_SMALL_PROMPT, _NUM_SAMPLES, axis=0)
+  tokens = np.asarray(specdec.generate(model, prompts, max_decode_len=3, eos_id=None,
+                                       rng=jax.random.PRNGKey(seed), **sampling).tokens)
+  assert tokens.shape == (_NUM_SAMPLES, 3)
+  return np.ravel_multi_index(tuple(tokens.T), (SMALL.vocab_size,) * 3)
+
+
+@pytest.mark.parametrize("case", list(_JOINT_CASES))
+def test_sequence_distribution_is_exact(small_target, case):
+  """Several steps: (y_1, y_2, y_3) against their joint law enumerated by teacher forcing
+  (512 cells), so each step must draw from the right conditional with its own randomness."""
+  sampling = _JOINT_CASES[case]
+  joint = exact_joint(small_target, _SMALL_PROMPT[0], length=3, **sampling)
+  cells = _sample_sequences(small_target, seed=99, **sampling)
+  p = chi2_pvalue(np.bincount(cells, minlength=joint.size), joint)
+  assert p > _P_THRESHOLD, f"{case}: chi-squared p-value {p:.3g}"
+
+
+def test_sequence_test_has_power(small_target, monkeypatch):
+  """The same statistic rejects `generate` when every step reuses the step-0 key (each row's
+  tokens then share one uniform): run through the real loop with `step_keys` monkeypatched."""
+  joint = exact_joint(small_target, _SMALL_PROMPT[0], length=3, temperature=1.0)
+  monkeypatch.setattr(sampling_lib, "step_keys", lambda keys, step: jax.vmap(
+      lambda key: jax.random.fold_in(key, 0))(keys))
+  decoding._generate.clear_cache()  # pylint: disable=protected-access
+  try:
+    cells = _sample_sequences(small_target, seed=99, temperature=1.0)
+  finally:
+    decoding._generate.clear_cache()  # pylint: disable=protected-access
+  assert chi2_pvalue(np.bincount(cells, minlength=joint.size), joint) < 1e-10
 
 
 def test_sampling_probs_uses_logits_to_probs():
@@ -114,7 +131,7 @@ def test_sampling_probs_uses_logits_to_probs():
   np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-6)
   for row in range(3):
     np.testing.assert_allclose(
-        got[row], _reference_probs(logits[row], temperature=0.5, top_k=4, top_p=0.7), atol=1e-6)
+        got[row], reference_probs(logits[row], temperature=0.5, top_k=4, top_p=0.7), atol=1e-6)
   with pytest.raises(ValueError, match="temperature"):
     logits_to_probs(logits, temperature=0.0)
 
