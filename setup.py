@@ -37,8 +37,7 @@ setuptools.setup(
         # seqio (and through it tensorflow, ~2 GB) only for the seqio tasks (specdec.tasks) and
         # scripts/infer.py; the core, the demo and scripts/translate.py never import them.
         "seqio": SEQIO,
-        "test": ["pytest", "pytest-xdist", "hypothesis", "scipy", "nbclient", "nbformat",
-                 "ipykernel"] + SEQIO,
+        "test": ["pytest", "pytest-xdist", "scipy", "nbclient", "nbformat", "ipykernel"] + SEQIO,
         # Never leave torch unpinned: an unpinned torch pulls a multi-GB CUDA build.
         "peer": ["torch==2.13.0", "transformers>=4.57,<4.58"],
     },
