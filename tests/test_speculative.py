@@ -33,7 +33,7 @@ from specdec.testing import (SMALL, SMALL_DRAFT, WriteRecorder, end_at_eos,  # n
 # expected count < 5 are pooled.
 #
 # Threshold: the seed is fixed, so each case is deterministic; under a correct sampler the
-# probability that the chosen seed gives p < 1e-4 is 1e-4 per statistic, ~3e-3 over the ~30
+# probability that the chosen seed gives p < 1e-4 is 1e-4 per statistic, ~2e-3 over the 21
 # statistics below. Wrong samplers run through the real loop are rejected with p-values below
 # 1e-10 (`test_wrong_verifier_in_the_loop_is_rejected`, `test_exactness_test_has_power`).
 
