@@ -21,7 +21,7 @@ import pytest
 import specdec
 from chi2 import chi2_pvalue
 from specdec import models
-from specdec.decoding import speculative_sample, temperature_sample  # The one place naming their module.
+from specdec.decode_fns import speculative_sample, temperature_sample  # The one place naming their module.
 from specdec.testing import SMALL, SMALL_DRAFT, exact_conditionals
 
 P_MIN = 1e-4
