@@ -77,7 +77,7 @@ class _LoopState:
 def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Array, *,
                          gamma: int, max_decode_len: int, temperature: float = 0.0,
                          top_k: int = 0, top_p: float = 1.0, rng: Array | None = None,
-                         eos_id: int | None = 1) -> SpeculativeResult:
+                         eos_id: int | None = 1, draft_unroll: int = 1) -> SpeculativeResult:
   """Decodes from `target` with `draft` proposing `gamma` tokens per target pass.
 
   The output is distributed exactly as `generate(target, ...)`'s (equal to it at temperature 0).
@@ -91,6 +91,8 @@ def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Arra
     encoder_input_tokens: int `[B, S]`, 0 = padding.
     gamma: Draft tokens per target pass (static).
     max_decode_len, temperature, top_k, top_p, rng, eos_id: as in `specdec.generate`.
+    draft_unroll: Draft steps per iteration of the draft's `lax.scan` (its `unroll`; static,
+      >= 1; γ − 1 or more unrolls it fully). Changes speed only, never the tokens.
 
   Returns:
     SpeculativeResult: `.tokens` int32 `[B, max_decode_len]` and per-row `.stats`.
@@ -100,14 +102,17 @@ def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Arra
       top_k=top_k, top_p=top_p, rng=rng, eos_id=eos_id, model_name="target")
   check_draft(draft, name="draft")
   gamma = check_positive_int("gamma", gamma)
+  draft_unroll = check_positive_int("draft_unroll", draft_unroll)
   check_pair(target, draft)
   return _speculative_generate(target, draft, tokens, rng, gamma=gamma,
-                               max_decode_len=max_decode_len, sampling=sampling, eos_id=eos_id)
+                               max_decode_len=max_decode_len, sampling=sampling, eos_id=eos_id,
+                               draft_unroll=draft_unroll)
 
 
-@functools.partial(jax.jit, static_argnames=("gamma", "max_decode_len", "sampling", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("gamma", "max_decode_len", "sampling", "eos_id",
+                                             "draft_unroll"))
 def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, max_decode_len,
-                          sampling: Sampling, eos_id):
+                          sampling: Sampling, eos_id, draft_unroll: int = 1):
   batch = encoder_input_tokens.shape[0]
   row_keys = sampling_lib.row_keys(rng, batch)
   # Rows that ended keep their position (≤ max_len + γ) and still take part in the batched
@@ -148,7 +153,7 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
 
     scan_keys = None if keys is None else jnp.swapaxes(keys[:, :gamma - 1], 0, 1)
     (logits, draft_state), (tokens, probs) = jax.lax.scan(
-        draft_one, (logits, draft_state), scan_keys, length=gamma - 1)
+        draft_one, (logits, draft_state), scan_keys, length=gamma - 1, unroll=draft_unroll)
     last_token, last_probs = draft_token(logits, None if keys is None else keys[:, gamma - 1])
     tokens = jnp.concatenate([jnp.swapaxes(tokens, 0, 1), last_token[:, None]], axis=1)
     if last_probs is not None:
