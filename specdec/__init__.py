@@ -13,7 +13,7 @@ from specdec.sampling import Sampling
 from specdec.shared_encoder import SharedEncoderConfig, SharedEncoderDraft
 from specdec.simulated import SimulatedDraft, simulate_acceptance
 from specdec.speculative import SpeculativeResult, SpeculativeStats, speculative_generate
-from specdec.verification import verify, verify_greedy
+from specdec.verification import verify, verify_block, verify_greedy
 
 __version__ = "0.1.0"
 
@@ -22,5 +22,5 @@ __all__ = [
     "SharedEncoderConfig", "SharedEncoderDraft", "SimulatedDraft", "SpeculativeResult",
     "SpeculativeStats", "T5Config", "T5Model", "UnigramDraft", "analysis", "generate",
     "load_model", "pretrained", "simulate_acceptance", "simulated",
-    "speculative_generate", "verify", "verify_greedy",
+    "speculative_generate", "verify", "verify_block", "verify_greedy",
 ]

@@ -54,13 +54,19 @@ def temperature_sample(*, target: Draft, encoder_input_tokens: Array, max_decode
 def speculative_sample(*, target: Draft, draft: Draft, encoder_input_tokens: Array,
                        max_decode_steps: int, gamma: int = 4, decode_rng: Array | None = None,
                        eos_id: int | None = 1, num_decodes: int = 1, temperature: float = 0.0,
-                       topk: int = 0, topp: float = 1.0) -> tuple[Array, dict[str, Any]]:
-  """T5X-style speculative decode → (int32 `[B, num_decodes, L]`, aux with per-row `stats`)."""
+                       topk: int = 0, topp: float = 1.0, verification: str = "token",
+                       confidence_threshold: float | None = None, lenience: float = 1.0,
+                       ) -> tuple[Array, dict[str, Any]]:
+  """T5X-style speculative decode → (int32 `[B, num_decodes, L]`, aux with per-row `stats`).
+
+  verification, confidence_threshold, lenience: as in `speculative_generate` (gin-bindable).
+  """
   if draft is None:
     raise ValueError("speculative_sample needs a draft (EncoderDecoderModel.draft)")
   batch = encoder_input_tokens.shape[0]
   result = speculative_generate(
       target, draft, _repeat_decodes(encoder_input_tokens, num_decodes), gamma=gamma,
       max_decode_len=max_decode_steps, temperature=temperature, top_k=topk, top_p=topp,
-      rng=decode_rng, eos_id=eos_id)
+      rng=decode_rng, eos_id=eos_id, verification=verification,
+      confidence_threshold=confidence_threshold, lenience=lenience)
   return result.tokens.reshape(batch, num_decodes, -1), {"stats": result.stats}

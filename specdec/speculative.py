@@ -3,12 +3,16 @@
 Each iteration, for every unfinished row (rows accept different numbers of tokens, each at its
 own offset):
 
-  1. the draft catches up on the token(s) it has not seen and proposes γ tokens x_1..x_γ,
-     sampled from q_1..q_γ (a `lax.scan` over the draft's cache);
+  1. `propose`: the draft catches up on the token(s) it has not seen and proposes γ tokens
+     x_1..x_γ, sampled from q_1..q_γ (a `lax.scan` over the draft's cache), or fewer under
+     adaptive γ (`specdec.proposal`);
   2. the target scores the block [last token, x_1..x_γ] in ONE pass → p_1..p_{γ+1};
-  3. `verify` keeps x_1..x_n and draws the next token t from norm(max(0, p_{n+1} − q_{n+1}))
-     (or from p_{γ+1} when all γ are kept);
-  4. x_1..x_n, t are written at the row's offset; both caches are rolled back by position.
+  3. the verification rule keeps x_1..x_n and draws the next token t: the paper's rule keeps x_i
+     while r_i < p_i(x_i) / q_i(x_i) and draws t from norm(max(0, p_{n+1} − q_{n+1})) (or from
+     p_{γ+1} when all γ are kept); block verification decides on the block jointly
+     (`specdec.verification`);
+  4. `commit`: x_1..x_n, t are written at the row's offset; both caches are rolled back by
+     position.
 
 Bookkeeping. Let d = [0, y_1, y_2, ...] be a row's decoder inputs and m the number of tokens
 generated so far. At the top of an iteration the target has consumed d[0 : m] and the pending
@@ -19,7 +23,8 @@ kept token but not the correction t = d[m]; after a fully accepted block it has 
 are read from block index 0. Either way q_1 is the draft's distribution after d[0 : m+1].
 
 Temperature/top-k/top-p process p and q alike, so the processed target distribution is what is
-sampled exactly. At temperature 0 the greedy rule applies and the output equals `generate`'s.
+sampled exactly. At temperature 0 the greedy rule applies (whatever the verification) and the
+output equals `generate`'s.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ import jax
 import jax.numpy as jnp
 
 from specdec import sampling as sampling_lib
-from specdec.cache import read_rows, write_rows
+from specdec.cache import write_rows
 from specdec.decoding import check_decode_args, end_after_eos
 from specdec.drafts import Draft, check_draft, check_pair, start_pair
+from specdec.proposal import ConfidenceStop, Proposal, propose
 from specdec.sampling import Sampling
 from specdec.validation import check_positive_int
-from specdec.verification import verify_greedy, verify_rows
+from specdec.verification import VerificationRule, choose_rule
 
 Array = jax.Array
 
@@ -46,10 +52,10 @@ Array = jax.Array
 class SpeculativeStats:
   """Per-row counters, int32 `[B]`."""
   target_calls: Array  # Target passes (one per iteration the row took part in).
-  draft_calls: Array   # Draft passes (γ per iteration).
-  drafted: Array       # Draft tokens proposed (γ per iteration).
+  draft_calls: Array   # Draft passes made in those iterations (γ each, fewer under adaptive γ).
+  drafted: Array       # Draft tokens the row proposed (γ per iteration, or fewer).
   accepted: Array      # Draft tokens the target kept.
-  rejected: Array      # Iterations that ended in a rejection (the rest kept all γ).
+  rejected: Array      # Iterations that ended in a rejection (the rest kept all proposed).
 
   def summary(self) -> dict[str, float]:
     """Batch totals and the derived rates (see `specdec.analysis`)."""
@@ -77,10 +83,13 @@ class _LoopState:
 def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Array, *,
                          gamma: int, max_decode_len: int, temperature: float = 0.0,
                          top_k: int = 0, top_p: float = 1.0, rng: Array | None = None,
-                         eos_id: int | None = 1, draft_unroll: int = 1) -> SpeculativeResult:
+                         eos_id: int | None = 1, verification: str = "token",
+                         confidence_threshold: float | None = None, lenience: float = 1.0,
+                         draft_unroll: int = 1) -> SpeculativeResult:
   """Decodes from `target` with `draft` proposing `gamma` tokens per target pass.
 
-  The output is distributed exactly as `generate(target, ...)`'s (equal to it at temperature 0).
+  The output is distributed exactly as `generate(target, ...)`'s (equal to it at temperature 0),
+  whatever the verification and adaptive γ; only lenience < 1 changes it.
 
   Args:
     target: The model to sample from (a `T5Model`, or any `Draft`-protocol model).
@@ -89,10 +98,21 @@ def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Arra
       `PromptLookupDraft`, or anything implementing `specdec.drafts.Draft` over the same
       vocabulary.
     encoder_input_tokens: int `[B, S]`, 0 = padding.
-    gamma: Draft tokens per target pass (static).
+    gamma: Draft tokens per target pass (static); the most per pass under adaptive γ.
     max_decode_len, temperature, top_k, top_p, rng, eos_id: as in `specdec.generate`.
+    verification: "token", the paper's rule (token by token), or "block", block verification
+      (Sun et al., ICLR 2025): the γ tokens verified jointly, exact as well, never fewer tokens
+      kept in expectation. At temperature 0 both are the greedy rule.
+    confidence_threshold: None (γ tokens every pass), or adaptive γ: in (0, 1), a row stops
+      proposing after a token its draft gave probability below it, and the draft's steps stop
+      once no row is proposing (`specdec.proposal`). Exact: the decision is the draft's own.
+    lenience: The paper's lenience l in (0, 1] (its Appendix A.5), for verification="token" at
+      temperature > 0: x_i is kept while r_i < p_i(x_i) / (l·q_i(x_i)), the next token drawn from
+      norm(max(0, p − l·q)). 1 (the default) is exact; l < 1 accepts more and CHANGES THE OUTPUT
+      DISTRIBUTION (toward the draft's; see `specdec.verification.TokenVerification`).
     draft_unroll: Draft steps per iteration of the draft's `lax.scan` (its `unroll`; static,
-      >= 1; γ − 1 or more unrolls it fully). Changes speed only, never the tokens.
+      >= 1; γ − 1 or more unrolls it fully). Changes speed only, never the tokens. Not with
+      adaptive γ, whose draft steps run in a `lax.while_loop`.
 
   Returns:
     SpeculativeResult: `.tokens` int32 `[B, max_decode_len]` and per-row `.stats`.
@@ -102,17 +122,59 @@ def speculative_generate(target: Draft, draft: Draft, encoder_input_tokens: Arra
       top_k=top_k, top_p=top_p, rng=rng, eos_id=eos_id, model_name="target")
   check_draft(draft, name="draft")
   gamma = check_positive_int("gamma", gamma)
+  rule = choose_rule(verification, lenience=lenience, sampling=sampling)
+  stop = None if confidence_threshold is None else ConfidenceStop(confidence_threshold)
   draft_unroll = check_positive_int("draft_unroll", draft_unroll)
+  if stop is not None and draft_unroll != 1:
+    raise ValueError(f"draft_unroll={draft_unroll} unrolls the fixed-length draft scan; with "
+                     "confidence_threshold the draft's steps run in a while loop (leave it 1)")
   check_pair(target, draft)
   return _speculative_generate(target, draft, tokens, rng, gamma=gamma,
                                max_decode_len=max_decode_len, sampling=sampling, eos_id=eos_id,
-                               draft_unroll=draft_unroll)
+                               rule=rule, stop=stop, draft_unroll=draft_unroll)
+
+
+def commit(decoded: Array, length: Array, active: Array, proposal: Proposal, num_accepted: Array,
+           next_token: Array, *, max_decode_len: int, eos_id: int | None,
+           ) -> tuple[Array, Array, Array]:
+  """Step 4: writes x_1..x_n, t at each active row's offset m + 1 (the rest of the block 0).
+
+  decoded int32 `[B, L]`, length (m) int32 `[B]`, active bool `[B]`, num_accepted (n) and
+  next_token (t) int32 `[B]` → (decoded, the new length `[B]`, ended bool `[B]`: the row reached
+  max_decode_len or wrote EOS).
+  """
+  batch, gamma = proposal.tokens.shape
+  slot = jnp.arange(gamma + 1)[None, :]
+  padded = jnp.concatenate([proposal.tokens, jnp.zeros((batch, 1), jnp.int32)], axis=1)
+  new = jnp.where(slot < num_accepted[:, None], padded,
+                  jnp.where(slot == num_accepted[:, None], next_token[:, None], 0))
+  decoded = jnp.where(active[:, None], write_rows(decoded, new, length + 1), decoded)
+  new_length = jnp.where(active, length + num_accepted + 1, length)
+  ended = new_length >= max_decode_len
+  if eos_id is not None:
+    ended |= jnp.any((new == eos_id) & (slot <= num_accepted[:, None]), axis=1)
+  return decoded, new_length, active & ended
+
+
+def count(stats: SpeculativeStats, active: Array, proposal: Proposal,
+          num_accepted: Array) -> SpeculativeStats:
+  """Adds one iteration's counts to the active rows' stats."""
+  add = active.astype(jnp.int32)
+  return SpeculativeStats(
+      target_calls=stats.target_calls + add,
+      draft_calls=stats.draft_calls + proposal.draft_calls * add,
+      drafted=stats.drafted + proposal.num_proposed * add,
+      accepted=stats.accepted + num_accepted * add,
+      rejected=stats.rejected + (num_accepted < proposal.num_proposed) * add)
 
 
 @functools.partial(jax.jit, static_argnames=("gamma", "max_decode_len", "sampling", "eos_id",
-                                             "draft_unroll"))
+                                             "rule", "stop", "draft_unroll"))
 def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, max_decode_len,
-                          sampling: Sampling, eos_id, draft_unroll: int = 1):
+                          sampling: Sampling, eos_id, rule: VerificationRule | None = None,
+                          stop: ConfidenceStop | None = None, draft_unroll: int = 1):
+  if rule is None:  # The defaults of `speculative_generate`.
+    rule = choose_rule("token", lenience=1.0, sampling=sampling)
   batch = encoder_input_tokens.shape[0]
   row_keys = sampling_lib.row_keys(rng, batch)
   # Rows that ended keep their position (≤ max_len + γ) and still take part in the batched
@@ -128,38 +190,6 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
       target_state=target_state, draft_state=draft_state,
       stats=SpeculativeStats(zeros, zeros, zeros, zeros, zeros))
 
-  def draft_token(logits: Array, keys: Array | None) -> tuple[Array, Array | None]:
-    """Draft logits `[B, V]` → the proposed token `[B]` and q `[B, V]` (None when greedy)."""
-    if sampling.greedy:
-      return jnp.argmax(logits, axis=-1).astype(jnp.int32), None
-    probs = sampling.probs(logits)
-    return sampling_lib.sample_rows(keys, probs), probs
-
-  def propose(state: _LoopState, keys: Array | None):
-    """The draft catches up and proposes γ tokens: `[B, γ]`, q `[B, γ, V]` (None when greedy),
-    and its state. keys: `[B, γ+1]` per-row keys when sampling, else None."""
-    m = state.length
-    catch_up_from = jnp.maximum(m - 1, 0)
-    draft_state = draft.rewind(state.draft_state, catch_up_from)
-    logits, draft_state = draft.extend(draft_state, read_rows(state.decoded, catch_up_from, 2))
-    logits = jnp.take_along_axis(logits, (m - catch_up_from)[:, None, None], axis=1)[:, 0]
-    draft_state = draft.rewind(draft_state, m + 1)
-
-    def draft_one(carry, step_keys):
-      logits, draft_state = carry
-      token, probs = draft_token(logits, step_keys)
-      next_logits, draft_state = draft.extend(draft_state, token[:, None])
-      return (next_logits[:, 0], draft_state), (token, probs)
-
-    scan_keys = None if keys is None else jnp.swapaxes(keys[:, :gamma - 1], 0, 1)
-    (logits, draft_state), (tokens, probs) = jax.lax.scan(
-        draft_one, (logits, draft_state), scan_keys, length=gamma - 1, unroll=draft_unroll)
-    last_token, last_probs = draft_token(logits, None if keys is None else keys[:, gamma - 1])
-    tokens = jnp.concatenate([jnp.swapaxes(tokens, 0, 1), last_token[:, None]], axis=1)
-    if last_probs is not None:
-      probs = jnp.concatenate([jnp.swapaxes(probs, 0, 1), last_probs[:, None]], axis=1)
-    return tokens, probs, draft_state
-
   def keep_going(state: _LoopState) -> Array:
     return ~jnp.all(state.done)
 
@@ -168,43 +198,29 @@ def _speculative_generate(target, draft, encoder_input_tokens, rng, *, gamma, ma
     keys = None if sampling.greedy else jax.vmap(lambda k: jax.random.split(k, gamma + 1))(
         sampling_lib.step_keys(row_keys, state.iteration))  # [B, γ+1]
 
-    # 1. Draft γ tokens.
-    draft_tokens, draft_probs, draft_state = propose(state, keys)
+    # 1. Draft γ tokens (or fewer, under adaptive γ).
+    proposal, draft_state = propose(draft, state.draft_state, state.decoded, m, active, keys,
+                                    gamma=gamma, sampling=sampling, stop=stop,
+                                    unroll=draft_unroll)
 
     # 2. One target pass over [pending token, x_1..x_γ].
     pending = jnp.take_along_axis(state.decoded, m[:, None], axis=1)
     target_state = target.rewind(state.target_state, m)
     target_logits, target_state = target.extend(
-        target_state, jnp.concatenate([pending, draft_tokens], axis=1))
+        target_state, jnp.concatenate([pending, proposal.tokens], axis=1))
 
     # 3. Verify.
-    if sampling.greedy:
-      num_accepted, next_token = verify_greedy(draft_tokens, target_logits)
-    else:
-      num_accepted, next_token = verify_rows(
-          draft_tokens, draft_probs, sampling.probs(target_logits), keys[:, gamma])
+    num_accepted, next_token = rule.verify(proposal, target_logits,
+                                           None if keys is None else keys[:, gamma],
+                                           sampling=sampling)
 
     # 4. Write x_1..x_n, t at the row's offset; everything past them in the block is zeroed.
-    slot = jnp.arange(gamma + 1)[None, :]
-    padded = jnp.concatenate([draft_tokens, jnp.zeros((batch, 1), jnp.int32)], axis=1)
-    new = jnp.where(slot < num_accepted[:, None], padded,
-                    jnp.where(slot == num_accepted[:, None], next_token[:, None], 0))
-    decoded = jnp.where(active[:, None], write_rows(state.decoded, new, m + 1), state.decoded)
-    new_length = jnp.where(active, m + num_accepted + 1, m)
-    ended = new_length >= max_decode_len
-    if eos_id is not None:
-      ended |= jnp.any((new == eos_id) & (slot <= num_accepted[:, None]), axis=1)
-
-    count = active.astype(jnp.int32)
-    stats = SpeculativeStats(
-        target_calls=state.stats.target_calls + count,
-        draft_calls=state.stats.draft_calls + gamma * count,
-        drafted=state.stats.drafted + gamma * count,
-        accepted=state.stats.accepted + num_accepted * count,
-        rejected=state.stats.rejected + (num_accepted < gamma) * count)
-    return _LoopState(iteration=state.iteration + 1, decoded=decoded, length=new_length,
-                      done=state.done | (active & ended), target_state=target_state,
-                      draft_state=draft_state, stats=stats)
+    decoded, length, ended = commit(state.decoded, m, active, proposal, num_accepted,
+                                    next_token, max_decode_len=max_decode_len, eos_id=eos_id)
+    return _LoopState(iteration=state.iteration + 1, decoded=decoded, length=length,
+                      done=state.done | ended, target_state=target_state,
+                      draft_state=draft_state,
+                      stats=count(state.stats, active, proposal, num_accepted))
 
   final = jax.lax.while_loop(keep_going, iteration, initial)
   tokens = final.decoded[:, 1:max_decode_len + 1]
