@@ -5,8 +5,11 @@ r"""The paper's Tables 2–3 on the shipped pairs: α, c, v(γ), predicted and M
     python scripts/benchmark.py --gin_file=configs/benchmarks/full.gin \
         --gin.benchmark.gammas="[2, 4]" --gin.benchmark.batch_sizes="[1]" --output_dir=/tmp/b
     python scripts/benchmark.py --quick --profile   # + a jax profiler trace of one setting
+    python scripts/benchmark.py --gin_file=configs/benchmarks/verification.gin  # block, adaptive
 
-For every shipped pair's task × temperature × draft × γ × batch: α, tokens per target call, the
+For every shipped pair's task × temperature × draft × γ × variant × batch (a variant: the
+verification rule, adaptive γ's threshold, the lenience; `benchmark.variants`, a list of dicts
+with keys verification, threshold, lenience, gammas): α, tokens per target call, the
 measured c and v(γ) (`specdec.timing`), the cost model's predicted speedup (paper form, v = 1;
 and v-aware) and the speedup measured over `specdec.generate` on the same prompts in this
 process (see `specdec.benchmarking`). Writes to --output_dir (default runs/benchmark or
@@ -20,6 +23,7 @@ compilation cache (--compilation_cache_dir) makes reruns cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -78,10 +82,16 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
               temperatures=(0.0, 1.0), gammas=tuple(range(1, 9)), batch_sizes=(1, 8),
               num_sentences: int = 32, split: str = "test", input_length: int = 64,
               max_decode_len: int = 64, repeats: int = 3, timing_repeats: int = 30,
-              train_sentences: int = 20000, seed: int = 0, profile: bool = False,
+              train_sentences: int = 20000, seed: int = 0, variants=None, profile: bool = False,
               profile_draft: str = "t5_distilled", profile_gamma: int = 3) -> dict:
-  """Runs the benchmark for every pair in `pairs` (None: all shipped) and writes the results."""
+  """Runs the benchmark for every pair in `pairs` (None: all shipped) and writes the results.
+
+  variants: None (the paper's token rule at fixed γ) or dicts, e.g. [{}, {'verification':
+  'block'}, {'threshold': 0.5, 'gammas': [4]}, {'lenience': 0.5, 'gammas': [3]}]
+  (`benchmarking.parse_variants`; at T = 0 block runs as token and lenience rows are skipped).
+  """
   started = time.perf_counter()
+  parsed_variants = benchmarking.parse_variants(variants)
   pairs = list(pairs) if pairs is not None else pretrained.names()
   if not pairs:
     raise ValueError("pairs: no shipped pair found (specdec/assets/checkpoints, or "
@@ -90,7 +100,13 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
                 gammas=list(gammas), batch_sizes=list(batch_sizes), num_sentences=num_sentences,
                 split=split, input_length=input_length, max_decode_len=max_decode_len,
                 repeats=repeats, timing_repeats=timing_repeats,
-                train_sentences=train_sentences, seed=seed)
+                train_sentences=train_sentences, seed=seed,
+                variants=[dataclasses.asdict(v) for v in parsed_variants])
+  if any(t == 0 for t in temperatures) and any(
+      v.verification != "token" or v.lenience != 1.0 for v in parsed_variants):
+    notes.append("T=0: every rule is the greedy one there, so block-verification settings run "
+                 "as (and are listed once with) the token rule's, and lenience settings are "
+                 "skipped (lenience needs T > 0)")
   load_before = os.getloadavg()
   print(f"load average before: {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
   rows, costs, notes, compiles, compile_s, profile_dir = [], {}, [], 0, 0.0, None
@@ -103,7 +119,8 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
       print("note:", n)
     out = benchmarking.run_task(setup, temperatures=temperatures, gammas=gammas,
                                 batch_sizes=batch_sizes, max_decode_len=max_decode_len,
-                                repeats=repeats, timing_repeats=timing_repeats, seed=seed)
+                                repeats=repeats, timing_repeats=timing_repeats, seed=seed,
+                                variants=parsed_variants)
     rows += out["rows"]
     costs[setup.name] = out["costs"]
     compiles += out["compiles"]

@@ -657,16 +657,17 @@ class Runner:
                    identical_to_generate=bool(np.array_equal(settled.tokens, base_tokens)))
     drafts = {f"{unit.draft}|{task}": settled.draft for task, (_, settled) in sims.items()}
     measured = benchmarking.time_unit(
-        target, drafts, prompts, batch=unit.batch, temperature=0.0, gammas=[unit.gamma],
-        max_decode_len=s.max_decode_len, repeats=s.repeats, seed=s.seed, eos_id=None,
-        speculative_kwargs=self.spec_kwargs)
+        target, drafts, prompts, batch=unit.batch, temperature=0.0,
+        settings=[(unit.gamma, benchmarking.Variant())], max_decode_len=s.max_decode_len,
+        repeats=s.repeats, seed=s.seed, eos_id=None, speculative_kwargs=self.spec_kwargs)
     for task, (alpha, settled) in sims.items():
       key = f"{unit.draft}|{task}"
       costs_view = {"c": {key: costs["c"][unit.draft]}, "v": costs["v"],
                     "target_step_s": costs["target_step_s"]}
       row = benchmarking.make_row(task=task, draft=key, temperature=0.0, gamma=unit.gamma,
                                   batch=unit.batch, costs=costs_view, groups=measured["groups"],
-                                  compile_s=measured["compile_s"][(key, unit.gamma)])
+                                  compile_s=measured["compile_s"][
+                                      (key, unit.gamma, benchmarking.Variant())])
       expected = simulated.replay(settled.draft.wrong, gamma=unit.gamma,
                                   max_decode_len=s.max_decode_len)
       row.update(target=self.label(unit.target), draft=self.label(unit.draft),

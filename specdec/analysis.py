@@ -5,6 +5,11 @@ c: the cost coefficient, one draft step's time over one target step's time (Defi
 v(γ): the time of one target pass over γ + 1 tokens over one single-token target step. The paper
   takes v = 1 (an accelerator scoring γ + 1 tokens as fast as one); on a CPU a (γ+1)-row matrix
   product costs several single rows, so v must be measured (see `scripts/verify_cost.py`).
+
+`expected_tokens` is the paper's token rule at fixed γ. Block verification's tokens per call
+depend on the joint per-position p and q, not on α alone, and adaptive γ's on where rows stop:
+the benchmark reports both measured only (`specdec.benchmarking`), with the token rule's
+prediction a lower bound for block verification.
 """
 
 from __future__ import annotations

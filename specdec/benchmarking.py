@@ -1,7 +1,9 @@
 """The benchmark behind `scripts/benchmark.py`: the paper's Tables 2–3 on our models, measured.
 
-For one task (a target, its drafts, fixed-shape prompts) and every (batch, temperature, draft, γ)
-setting this measures, in one process and on the same prompts:
+For one task (a target, its drafts, fixed-shape prompts) and every (batch, temperature, draft, γ,
+variant) setting this measures, in one process and on the same prompts (a `Variant` is the
+verification rule, adaptive γ's threshold and the lenience; the default is the paper's exact
+token rule at fixed γ):
 
   * α (MLE from the verification counts, `analysis.alpha_from_counts`) and tokens per target call;
   * c, one draft step over one target step (`timing.measure_cost_ratio`), and v(γ), one
@@ -23,6 +25,14 @@ The loop's own overhead is the residual time per iteration − (γc + v) × t₁
 target step, measured alone), and likewise per baseline step − t₁ for `generate`. At T > 0 the
 baseline and speculative samples differ, so S and I count the lengths of different samples
 (noisy over few sentences; their expectations agree since both sample the same distribution).
+
+The cost model predicts tokens per call from α for the token rule at fixed γ only. Block
+verification's and adaptive γ's tokens per call are MEASURED ONLY (their expectation depends on
+more than α: the joint per-position p and q, and where rows stop); for them the rows give the
+cost model's speedup from the measured tokens per call and draft passes per iteration,
+tokens_per_call / (c · draft passes per iteration + v(γ)), instead of a prediction. Block
+verification keeps at least as many tokens in expectation as the token rule, so the token
+rule's prediction is a lower bound for it.
 """
 
 from __future__ import annotations
@@ -45,6 +55,97 @@ DRAFT_KINDS = ("t5_plain", "t5_distilled", "bigram", "unigram", "prompt_lookup")
 DRAFT_LABELS = {"t5_plain": "T5 draft (plain)", "t5_distilled": "T5 draft (distilled)",
                 "bigram": "bigram", "unigram": "unigram", "prompt_lookup": "prompt lookup"}
 SHORTFALL = 0.9  # measured/predicted below this gets an explanation (the issue's 10%).
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """How a setting verifies and drafts: the benchmark's axes beyond draft and γ.
+
+  verification: "token" (the paper's rule) or "block".
+  threshold: None (γ tokens every pass) or adaptive γ's `confidence_threshold`.
+  lenience: the token rule's lenience (1 = exact; < 1 changes the output distribution).
+  gammas: the γ it runs at (the maximum under adaptive γ); None = the benchmark's `gammas`.
+  """
+  verification: str = "token"
+  threshold: float | None = None
+  lenience: float = 1.0
+  gammas: tuple[int, ...] | None = None
+
+  @property
+  def modelled(self) -> bool:
+    """The paper's cost model predicts its tokens per call from α (token rule, fixed γ)."""
+    return self.verification == "token" and self.threshold is None
+
+  @property
+  def label(self) -> str:
+    parts = [self.verification]
+    if self.threshold is not None:
+      parts.append(f"adaptive t={self.threshold:g}")
+    if self.lenience != 1.0:
+      parts.append(f"lenience {self.lenience:g}")
+    return ", ".join(parts)
+
+  def options(self) -> dict[str, Any]:
+    """The keyword arguments of `speculative_generate`."""
+    return dict(verification=self.verification, confidence_threshold=self.threshold,
+                lenience=self.lenience)
+
+  def at_temperature(self, temperature: float) -> "Variant | None":
+    """The variant as it runs at `temperature`: at 0 every rule is the greedy one, so block
+    becomes token, and lenience (undefined there) drops the variant (None)."""
+    if temperature > 0:
+      return self
+    if self.lenience != 1.0:
+      return None
+    return dataclasses.replace(self, verification="token")
+
+
+VARIANT_KEYS = ("verification", "threshold", "lenience", "gammas")
+
+
+def parse_variants(specs: Sequence[Mapping[str, Any]] | None) -> list[Variant]:
+  """gin-friendly dicts (keys `VARIANT_KEYS`) → checked `Variant`s; None or [] = [Variant()]."""
+  from specdec.proposal import ConfidenceStop  # pylint: disable=g-import-not-at-top
+  from specdec.sampling import Sampling  # pylint: disable=g-import-not-at-top
+  from specdec.verification import choose_rule  # pylint: disable=g-import-not-at-top
+  out = []
+  for spec in specs or [{}]:
+    if not isinstance(spec, Mapping) or set(spec) - set(VARIANT_KEYS):
+      raise ValueError(f"variants: each must be a dict with keys among {VARIANT_KEYS}, got "
+                       f"{spec!r}")
+    gammas = spec.get("gammas")
+    if gammas is not None:
+      gammas = tuple(sorted({int(g) for g in gammas}))
+      if not gammas or gammas[0] < 1:
+        raise ValueError(f"variants: gammas must be ints >= 1, got {spec['gammas']}")
+    variant = Variant(verification=spec.get("verification", "token"),
+                      threshold=spec.get("threshold"), lenience=spec.get("lenience", 1.0),
+                      gammas=gammas)
+    try:  # The checks `speculative_generate` makes, now rather than after the first compiles.
+      choose_rule(variant.verification, lenience=variant.lenience,
+                  sampling=Sampling(temperature=1.0))
+      if variant.threshold is not None:
+        ConfidenceStop(variant.threshold)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"variants: {spec!r}: {e}") from e
+    if variant in out:
+      raise ValueError(f"variants: {spec!r} is listed twice")
+    out.append(variant)
+  return out
+
+
+def settings_for(gammas: Sequence[int], variants: Sequence[Variant],
+                 temperature: float) -> list[tuple[int, Variant]]:
+  """The (γ, variant) settings run at `temperature`, without repeats (see `at_temperature`)."""
+  out = []
+  for variant in variants:
+    effective = variant.at_temperature(temperature)
+    if effective is None:
+      continue
+    for gamma in (variant.gammas or gammas):
+      if (gamma, effective) not in out:
+        out.append((gamma, effective))
+  return out
 
 
 @dataclasses.dataclass
@@ -155,15 +256,17 @@ def _capture(fn: Callable[[], Any], box: dict, key: Any) -> Callable[[], Any]:
 
 
 def time_unit(target: Any, drafts: Mapping[str, Draft], prompts: np.ndarray, *, batch: int,
-              temperature: float, gammas: Sequence[int], max_decode_len: int, repeats: int,
-              seed: int, eos_id: int | None = 1,
+              temperature: float, settings: Sequence[tuple[int, "Variant"]],
+              max_decode_len: int, repeats: int, seed: int, eos_id: int | None = 1,
               progress: Callable[[str], None] | None = None,
               speculative_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Times the baseline and every (draft, γ) on the prompt groups of one (batch, temperature).
+  """Times the baseline and every (draft, γ, variant) on the prompt groups of one (batch,
+  temperature); `settings` are (γ, variant) pairs (`settings_for`).
 
   `speculative_kwargs` are extra keyword arguments of every `speculative_generate` call.
   Returns {"compile_s": {key: s}, "groups": [{"baseline_s", "baseline_steps", "settings":
-  {(draft, γ): {"seconds", "iterations", counts..., "identical"}}}]}; key "baseline" or (draft, γ).
+  {(draft, γ, variant): {"seconds", "iterations", "draft_passes", counts..., "identical"}}}]};
+  key "baseline" or (draft, γ, variant).
   """
   rng = jax.random.PRNGKey(seed) if temperature > 0 else None
   common = dict(max_decode_len=max_decode_len, temperature=temperature, rng=rng, eos_id=eos_id)
@@ -172,9 +275,9 @@ def time_unit(target: Any, drafts: Mapping[str, Draft], prompts: np.ndarray, *, 
   def fns_for(group):
     fns = {"baseline": lambda: generate(target, group, **common)}
     for name, draft in drafts.items():
-      for g in gammas:
-        fns[(name, g)] = (lambda d, g: lambda: speculative_generate(
-            target, d, group, gamma=g, **common, **extra))(draft, g)
+      for g, variant in settings:
+        fns[(name, g, variant)] = (lambda d, g, variant: lambda: speculative_generate(
+            target, d, group, gamma=g, **variant.options(), **common, **extra))(draft, g, variant)
     return fns
 
   groups = _groups(prompts, batch)
@@ -189,19 +292,22 @@ def time_unit(target: Any, drafts: Mapping[str, Draft], prompts: np.ndarray, *, 
     fns = {key: _capture(fn, box, key) for key, fn in fns_for(group).items()}
     medians = timing.interleaved_medians(fns, repeats=repeats, warmup=0)
     base_tokens = np.asarray(box["baseline"].tokens)
-    settings = {}
+    measured = {}
     for key, seconds in medians.items():
       if key == "baseline":
         continue
       result = box[key]
       stats = {name: np.asarray(getattr(result.stats, name))
-               for name in ("target_calls", "accepted", "rejected", "drafted")}
-      settings[key] = dict(
+               for name in ("target_calls", "draft_calls", "accepted", "rejected", "drafted")}
+      # The row decoding longest took part in every iteration, so its draft passes are the
+      # loop's (rows share the batched passes).
+      measured[key] = dict(
           seconds=seconds, iterations=int(stats["target_calls"].max()),
+          draft_passes=int(stats["draft_calls"].max()),
           target_calls=int(stats["target_calls"].sum()), accepted=int(stats["accepted"].sum()),
           rejected=int(stats["rejected"].sum()), drafted=int(stats["drafted"].sum()),
           identical=bool(np.array_equal(np.asarray(result.tokens), base_tokens)))
-    out.append(dict(baseline_s=medians["baseline"], settings=settings, baseline_steps=int(
+    out.append(dict(baseline_s=medians["baseline"], settings=measured, baseline_steps=int(
         decode_lengths(base_tokens, eos_id=eos_id, max_decode_len=max_decode_len).max())))
     if progress:
       progress(f"group {i + 1}/{len(groups)}")
@@ -222,10 +328,10 @@ def explain(row: Mapping[str, Any]) -> str:
 
 
 def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: int,
-             costs: Mapping[str, Any], groups: Sequence[Mapping[str, Any]],
-             compile_s: float) -> dict[str, Any]:
+             costs: Mapping[str, Any], groups: Sequence[Mapping[str, Any]], compile_s: float,
+             variant: Variant = Variant()) -> dict[str, Any]:
   """One table row from the costs of its batch size and its timed groups (see `time_unit`)."""
-  key = (draft, gamma)
+  key = (draft, gamma, variant)
   per = [g["settings"][key] for g in groups]
   total = lambda name: sum(p[name] for p in per)
   accepted, rejected = total("accepted"), total("rejected")
@@ -235,34 +341,43 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   steps = sum(g["baseline_steps"] for g in groups)
   alpha = analysis.alpha_from_counts(accepted, rejected)
   c, v, t1 = costs["c"][draft], costs["v"][gamma], costs["target_step_s"]
-  expected = analysis.expected_tokens(alpha, gamma)
+  modelled = variant.modelled
+  passes = total("draft_passes") / iterations  # γ at fixed γ.
+  cost_in_steps = passes * c + v
   row = dict(
       task=task, draft=draft, temperature=float(temperature), gamma=int(gamma), batch=int(batch),
+      verification=variant.verification, threshold=variant.threshold,
+      lenience=variant.lenience, variant=variant.label, exact=variant.lenience == 1.0,
       num_groups=len(groups), accepted=accepted, rejected=rejected, drafted=total("drafted"),
       target_calls=calls, alpha=alpha, tokens_per_call=(accepted + calls) / calls,
-      expected_tokens=expected, c=c, v=v,
-      predicted_speedup_paper=analysis.walltime_improvement(alpha, gamma, c),
-      predicted_speedup_v=analysis.walltime_improvement(alpha, gamma, c, v),
+      drafted_per_call=total("drafted") / calls, draft_passes_per_iteration=passes,
+      expected_tokens=analysis.expected_tokens(alpha, gamma) if modelled else None, c=c, v=v,
+      predicted_speedup_paper=(analysis.walltime_improvement(alpha, gamma, c) if modelled
+                               else None),
+      predicted_speedup_v=(analysis.walltime_improvement(alpha, gamma, c, v) if modelled
+                           else None),
       baseline_s=base_s, speculative_s=spec_s, measured_speedup=base_s / spec_s,
       median_group_speedup=float(np.median([g["baseline_s"] / p["seconds"]
                                             for g, p in zip(groups, per)])),
       iterations=iterations, baseline_steps=steps,
       target_step_ms=t1 * 1e3, ms_per_iteration=spec_s * 1e3 / iterations,
       ms_per_baseline_step=base_s * 1e3 / steps,
-      predicted_cost_in_steps=gamma * c + v,
-      predicted_ms_per_iteration=(gamma * c + v) * t1 * 1e3,
+      predicted_cost_in_steps=cost_in_steps,
+      predicted_ms_per_iteration=cost_in_steps * t1 * 1e3,
       identical_to_baseline=(all(p["identical"] for p in per) if temperature == 0 else None),
       compile_s=compile_s)
-  row["ratio_paper"] = row["measured_speedup"] / row["predicted_speedup_paper"]
-  row["ratio_v"] = row["measured_speedup"] / row["predicted_speedup_v"]
+  ratio = lambda a, b: None if a is None or b is None else a / b
+  row["speedup_from_measured_tokens"] = row["tokens_per_call"] / cost_in_steps
+  row["ratio_paper"] = ratio(row["measured_speedup"], row["predicted_speedup_paper"])
+  row["ratio_v"] = ratio(row["measured_speedup"], row["predicted_speedup_v"])
   row["steps_per_iteration"] = steps / iterations
   row["cost_per_iteration_in_steps"] = row["ms_per_iteration"] / row["ms_per_baseline_step"]
-  row["token_factor"] = row["steps_per_iteration"] / expected
+  row["token_factor"] = ratio(row["steps_per_iteration"], row["expected_tokens"])
   row["cost_factor"] = row["predicted_cost_in_steps"] / row["cost_per_iteration_in_steps"]
   row["overhead_ms_per_iteration"] = row["ms_per_iteration"] - row["predicted_ms_per_iteration"]
   row["overhead_share"] = row["overhead_ms_per_iteration"] / row["ms_per_iteration"]
   row["baseline_overhead_ms_per_step"] = row["ms_per_baseline_step"] - row["target_step_ms"]
-  row["shortfall"] = row["ratio_v"] < SHORTFALL
+  row["shortfall"] = modelled and row["ratio_v"] < SHORTFALL
   row["explanation"] = explain(row) if row["shortfall"] else None
   return row
 
@@ -270,8 +385,10 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
 def run_task(setup: TaskSetup, *, temperatures: Sequence[float], gammas: Sequence[int],
              batch_sizes: Sequence[int], max_decode_len: int, repeats: int,
              timing_repeats: int, seed: int = 0, eos_id: int | None = 1,
+             variants: Sequence[Variant] = (Variant(),),
              log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Every row of one task: batch × temperature × draft × γ (see the module docstring).
+  """Every row of one task: batch × temperature × draft × (γ, variant) (see the module
+  docstring; `settings_for` says which (γ, variant) run at a temperature).
 
   Returns {"rows": [...], "costs": {batch: costs}, "compiles": n, "compile_s": total}.
   """
@@ -282,11 +399,13 @@ def run_task(setup: TaskSetup, *, temperatures: Sequence[float], gammas: Sequenc
     raise ValueError(f"repeats and timing_repeats must be >= 1, got {repeats}, {timing_repeats}")
   if not setup.drafts:
     raise ValueError(f"task {setup.name}: no drafts to benchmark")
+  variants = list(variants) or [Variant()]
+  all_gammas = sorted(set(gammas) | {g for v in variants for g in (v.gammas or ())})
   prompts = np.asarray(setup.prompts, np.int32)
   rows, all_costs, compiles, compile_total = [], {}, 0, 0.0
   for batch in batch_sizes:
     start = time.perf_counter()
-    costs = measure_costs(setup.target, setup.drafts, batch=batch, gammas=gammas,
+    costs = measure_costs(setup.target, setup.drafts, batch=batch, gammas=all_gammas,
                           position=max_decode_len // 2, encoder_length=prompts.shape[1],
                           repeats=timing_repeats)
     all_costs[batch] = costs
@@ -296,46 +415,117 @@ def run_task(setup: TaskSetup, *, temperatures: Sequence[float], gammas: Sequenc
         f"({time.perf_counter() - start:.0f} s)")
     for temperature in temperatures:
       start = time.perf_counter()
+      settings = settings_for(gammas, variants, temperature)
       unit = time_unit(setup.target, setup.drafts, prompts, batch=batch,
-                       temperature=temperature, gammas=gammas, max_decode_len=max_decode_len,
-                       repeats=repeats, seed=seed, eos_id=eos_id)
+                       temperature=temperature, settings=settings,
+                       max_decode_len=max_decode_len, repeats=repeats, seed=seed, eos_id=eos_id)
       compiles += len(unit["compile_s"])
       compile_total += sum(unit["compile_s"].values())
       for draft in setup.drafts:
-        for gamma in gammas:
+        for gamma, variant in settings:
           row = make_row(task=setup.name, draft=draft, temperature=temperature, gamma=gamma,
-                         batch=batch, costs=costs, groups=unit["groups"],
-                         compile_s=unit["compile_s"][(draft, gamma)])
+                         batch=batch, costs=costs, groups=unit["groups"], variant=variant,
+                         compile_s=unit["compile_s"][(draft, gamma, variant)])
           rows.append(row)
-          log(f"  T={temperature:g} b={batch} {draft:>13} γ={gamma}: α {row['alpha']:.2f}, "
-              f"tok/call {row['tokens_per_call']:.2f}, measured {row['measured_speedup']:.2f}x, "
-              f"predicted {row['predicted_speedup_v']:.2f}x (v), "
-              f"{row['predicted_speedup_paper']:.2f}x (paper)")
+          predicted = ("" if row["predicted_speedup_v"] is None else
+                       f", predicted {row['predicted_speedup_v']:.2f}x (v), "
+                       f"{row['predicted_speedup_paper']:.2f}x (paper)")
+          log(f"  T={temperature:g} b={batch} {draft:>13} γ={gamma} [{variant.label}]: "
+              f"α {row['alpha']:.2f}, tok/call {row['tokens_per_call']:.2f}, measured "
+              f"{row['measured_speedup']:.2f}x{predicted}")
       log(f"[{setup.name}] batch {batch} T={temperature:g}: {len(unit['compile_s'])} compiles "
           f"{sum(unit['compile_s'].values()):.0f} s, total {time.perf_counter() - start:.0f} s")
   return {"rows": rows, "costs": all_costs, "compiles": compiles, "compile_s": compile_total}
 
 
+def _setting(row: Mapping[str, Any]) -> tuple:
+  return (row["task"], row["draft"], row["temperature"], row["batch"])
+
+
 def best_gamma_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """Per (task, draft, temperature, batch): the γ with the best measured speedup, and the γ the
-  cost model would pick (paper and v-aware) among the γ measured."""
+  """Per (task, draft, temperature, batch, variant): the γ with the best measured speedup, and
+  the γ the cost model would pick (paper and v-aware) among the γ measured (None where the
+  model does not predict the variant)."""
   settings: dict[tuple, list] = {}
   for row in rows:
-    settings.setdefault((row["task"], row["draft"], row["temperature"], row["batch"]),
-                        []).append(row)
+    settings.setdefault(_setting(row) + (row["variant"],), []).append(row)
   out = []
-  for (task, draft, temperature, batch), group in settings.items():
+  for (task, draft, temperature, batch, variant), group in settings.items():
     best = max(group, key=lambda r: r["measured_speedup"])
-    pred_v = max(group, key=lambda r: r["predicted_speedup_v"])
-    pred_p = max(group, key=lambda r: r["predicted_speedup_paper"])
+    modelled = best["predicted_speedup_v"] is not None
+    pred_v = max(group, key=lambda r: r["predicted_speedup_v"]) if modelled else None
+    pred_p = max(group, key=lambda r: r["predicted_speedup_paper"]) if modelled else None
     out.append(dict(task=task, draft=draft, temperature=temperature, batch=batch,
-                    best_gamma=best["gamma"], alpha=best["alpha"],
+                    variant=variant, best_gamma=best["gamma"], alpha=best["alpha"],
+                    tokens_per_call=best["tokens_per_call"],
                     measured_speedup=best["measured_speedup"],
                     predicted_speedup_v=best["predicted_speedup_v"],
-                    ratio_v=best["ratio_v"], predicted_best_gamma_v=pred_v["gamma"],
-                    predicted_best_gamma_paper=pred_p["gamma"],
-                    measured_at_predicted_gamma_v=pred_v["measured_speedup"]))
+                    ratio_v=best["ratio_v"],
+                    predicted_best_gamma_v=pred_v["gamma"] if pred_v else None,
+                    predicted_best_gamma_paper=pred_p["gamma"] if pred_p else None,
+                    measured_at_predicted_gamma_v=(pred_v["measured_speedup"] if pred_v
+                                                   else None)))
   return out
+
+
+# The paper's Table 5 (EnDe, T5-XXL target, T5-small draft, T = 1) as quoted in issue 16: α at
+# lenience 1 and 0.1 (the values between were not available to this project).
+PAPER_TABLE5_ALPHA = {1.0: 0.62, 0.1: 0.84}
+
+
+def comparisons(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+  """What the variants add, from the rows: token vs block at the same (γ, threshold), the best
+  fixed γ vs the best adaptive γ per rule, and α against lenience."""
+  exact = [r for r in rows if r["exact"]]
+  index = {_setting(r) + (r["gamma"], r["verification"], r["threshold"]): r for r in exact}
+  token_vs_block = []
+  for r in exact:
+    token = index.get(_setting(r) + (r["gamma"], "token", r["threshold"]))
+    if r["verification"] != "block" or token is None:
+      continue
+    token_vs_block.append(dict(
+        task=r["task"], draft=r["draft"], temperature=r["temperature"], batch=r["batch"],
+        gamma=r["gamma"], threshold=r["threshold"],
+        tokens_per_call_token=token["tokens_per_call"], tokens_per_call_block=r["tokens_per_call"],
+        tokens_per_call_gain=r["tokens_per_call"] - token["tokens_per_call"],
+        speedup_token=token["measured_speedup"], speedup_block=r["measured_speedup"],
+        speedup_ratio=r["measured_speedup"] / token["measured_speedup"]))
+  groups: dict[tuple, list] = {}
+  for r in exact:
+    groups.setdefault(_setting(r) + (r["verification"],), []).append(r)
+  fixed_vs_adaptive = []
+  for key, group in groups.items():
+    fixed = [r for r in group if r["threshold"] is None]
+    adaptive = [r for r in group if r["threshold"] is not None]
+    if not fixed or not adaptive:
+      continue
+    f = max(fixed, key=lambda r: r["measured_speedup"])
+    a = max(adaptive, key=lambda r: r["measured_speedup"])
+    fixed_vs_adaptive.append(dict(
+        task=key[0], draft=key[1], temperature=key[2], batch=key[3], verification=key[4],
+        fixed_gamma=f["gamma"], fixed_speedup=f["measured_speedup"],
+        fixed_tokens_per_call=f["tokens_per_call"], adaptive_gamma=a["gamma"],
+        adaptive_threshold=a["threshold"], adaptive_speedup=a["measured_speedup"],
+        adaptive_tokens_per_call=a["tokens_per_call"],
+        adaptive_drafted_per_call=a["drafted_per_call"],
+        adaptive_draft_passes_per_iteration=a["draft_passes_per_iteration"],
+        gain=a["measured_speedup"] / f["measured_speedup"]))
+  lenient: dict[tuple, list] = {}
+  for r in rows:
+    if r["verification"] == "token" and r["threshold"] is None:
+      lenient.setdefault(_setting(r) + (r["gamma"],), []).append(r)
+  lenience = []
+  for key, group in lenient.items():
+    if len(group) < 2:
+      continue
+    for r in sorted(group, key=lambda r: -r["lenience"]):
+      lenience.append(dict(task=key[0], draft=key[1], temperature=key[2], batch=key[3],
+                           gamma=key[4], lenience=r["lenience"], alpha=r["alpha"],
+                           tokens_per_call=r["tokens_per_call"],
+                           measured_speedup=r["measured_speedup"],
+                           paper_alpha=PAPER_TABLE5_ALPHA.get(r["lenience"])))
+  return {"token_vs_block": token_vs_block, "fixed_vs_adaptive": fixed_vs_adaptive,
+          "lenience": lenience}
 
 
 def _fmt(x: Any, digits: int = 2) -> str:
@@ -344,6 +534,61 @@ def _fmt(x: Any, digits: int = 2) -> str:
   if isinstance(x, float):
     return f"{x:.{digits}f}" if math.isfinite(x) else "nan"
   return str(x)
+
+
+def _x(x: Any) -> str:
+  return "–" if x is None else f"{_fmt(x)}x"
+
+
+def _lead(row: Mapping[str, Any]) -> str:
+  """A table row's first cells: task, batch, draft, temperature."""
+  return (f"| {row['task']} | {row['batch']} | {DRAFT_LABELS.get(row['draft'], row['draft'])} "
+          f"| {row['temperature']:g} | ")
+
+
+def _table(title: str, intro: str, columns: Sequence[tuple[str, Callable[[Any], str]]],
+           items: Sequence[Mapping[str, Any]]) -> list[str]:
+  """A markdown section: task, batch, draft, temperature, then (header, cell) `columns`."""
+  lines = ["", f"## {title}", "", intro, "",
+           "| Task | Batch | Draft | Temp | " + " | ".join(h for h, _ in columns) + " |",
+           "|" + "---|" * (4 + len(columns))]
+  return lines + [_lead(c) + " | ".join(cell(c) for _, cell in columns) + " |" for c in items]
+
+
+def comparison_markdown(comp: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+  """The comparison tables of `comparisons` (empty sections are left out)."""
+  get = lambda key, show=_fmt: lambda c: show(c[key])
+  lines = []
+  if comp.get("token_vs_block"):
+    lines += _table(
+        "Token vs block verification", "Same (γ, threshold), same prompts; block verification "
+        "is exact and keeps at least as many tokens in expectation.",
+        [("γ", get("gamma")), ("threshold", get("threshold")),
+         ("tokens/call token", get("tokens_per_call_token")),
+         ("tokens/call block", get("tokens_per_call_block")),
+         ("gain", lambda c: f"{c['tokens_per_call_gain']:+.2f}"),
+         ("speedup token", get("speedup_token", _x)), ("speedup block", get("speedup_block", _x)),
+         ("block/token", get("speedup_ratio"))], comp["token_vs_block"])
+  if comp.get("fixed_vs_adaptive"):
+    lines += _table(
+        "Best fixed γ vs adaptive γ", "Per rule: the fixed γ and the (γ max, threshold) with the "
+        "best measured speedup.",
+        [("verification", get("verification")), ("best fixed γ", get("fixed_gamma")),
+         ("speedup", get("fixed_speedup", _x)), ("tokens/call", get("fixed_tokens_per_call")),
+         ("adaptive γ max", get("adaptive_gamma")), ("threshold", get("adaptive_threshold")),
+         ("speedup", get("adaptive_speedup", _x)),
+         ("tokens/call", get("adaptive_tokens_per_call")),
+         ("drafted/call", get("adaptive_drafted_per_call")),
+         ("draft passes/iteration", get("adaptive_draft_passes_per_iteration")),
+         ("adaptive/fixed", get("gain"))], comp["fixed_vs_adaptive"])
+  if comp.get("lenience"):
+    lines += _table(
+        "α against lenience (NOT exact below 1)", "The paper's Table 5 (EnDe, T5-XXL target, "
+        "T5-small draft, T = 1) as quoted in issue 16: α 0.62 at l = 1, 0.84 at l = 0.1.",
+        [("γ", get("gamma")), ("lenience", get("lenience")), ("α", get("alpha")),
+         ("tokens/call", get("tokens_per_call")), ("speedup", get("measured_speedup", _x)),
+         ("paper α", get("paper_alpha"))], comp["lenience"])
+  return lines
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -365,52 +610,65 @@ def markdown(result: Mapping[str, Any]) -> str:
                  f"{len(greedy)} settings")
   lines += ["", "Speedup = baseline `generate` time / `speculative_generate` time on the same "
             "prompts (medians of interleaved runs, compile excluded). Predicted: the cost "
-            "model (1 − α^(γ+1)) / ((1 − α)(γc + v)) with v = 1 (paper) or the measured v(γ).", "",
+            "model (1 − α^(γ+1)) / ((1 − α)(γc + v)) with v = 1 (paper) or the measured v(γ), "
+            "for the token rule at fixed γ only; block verification and adaptive γ are "
+            "measured only (–), see \"From measured tokens/call\" below. Lenience < 1 is not "
+            "exact (it changes the output distribution). α for block verification is "
+            "accepted / (accepted + rejected iterations), not the paper's per-token α.", "",
             "## Results", "",
-            "| Task | Batch | Draft | Temp | γ | α | tokens/call | c | v(γ) | predicted (paper) "
-            "| predicted (v-aware) | measured | measured/predicted (paper) "
-            "| measured/predicted (v-aware) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
+            "| tokens/call | drafted/call | c | v(γ) | predicted (paper) | predicted (v-aware) "
+            "| measured | measured/predicted (paper) | measured/predicted (v-aware) |",
+            "|" + "---|" * 18]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
-                 f"{r['temperature']:g} | {r['gamma']} | {_fmt(r['alpha'])} | "
-                 f"{_fmt(r['tokens_per_call'])} | {_fmt(r['c'], 3)} | {_fmt(r['v'])} | "
-                 f"{_fmt(r['predicted_speedup_paper'])}x | {_fmt(r['predicted_speedup_v'])}x | "
-                 f"{_fmt(r['measured_speedup'])}x | {_fmt(r['ratio_paper'])} | "
-                 f"{_fmt(r['ratio_v'])} |")
+                 f"{r['temperature']:g} | {r['gamma']} | {r['verification']} | "
+                 f"{_fmt(r['threshold'])} | {_fmt(r['lenience'])} | {_fmt(r['alpha'])} | "
+                 f"{_fmt(r['tokens_per_call'])} | {_fmt(r['drafted_per_call'])} | "
+                 f"{_fmt(r['c'], 3)} | {_fmt(r['v'])} | {_x(r['predicted_speedup_paper'])} | "
+                 f"{_x(r['predicted_speedup_v'])} | {_x(r['measured_speedup'])} | "
+                 f"{_fmt(r['ratio_paper'])} | {_fmt(r['ratio_v'])} |")
   lines += ["", "## Best γ per setting", "",
-            "| Task | Batch | Draft | Temp | best γ (measured) | α | measured | predicted (v-aware) "
-            "| measured/predicted | model's γ (v-aware) | model's γ (paper) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| Task | Batch | Draft | Temp | variant | best γ (measured) | α | tokens/call "
+            "| measured | predicted (v-aware) | measured/predicted | model's γ (v-aware) "
+            "| model's γ (paper) |",
+            "|" + "---|" * 13]
   for b in result["best"]:
     lines.append(f"| {b['task']} | {b['batch']} | {DRAFT_LABELS.get(b['draft'], b['draft'])} | "
-                 f"{b['temperature']:g} | {b['best_gamma']} | {_fmt(b['alpha'])} | "
-                 f"{_fmt(b['measured_speedup'])}x | {_fmt(b['predicted_speedup_v'])}x | "
-                 f"{_fmt(b['ratio_v'])} | {b['predicted_best_gamma_v']} | "
-                 f"{b['predicted_best_gamma_paper']} |")
+                 f"{b['temperature']:g} | {b['variant']} | {b['best_gamma']} | "
+                 f"{_fmt(b['alpha'])} | {_fmt(b['tokens_per_call'])} | "
+                 f"{_x(b['measured_speedup'])} | {_x(b['predicted_speedup_v'])} | "
+                 f"{_fmt(b['ratio_v'])} | {_fmt(b['predicted_best_gamma_v'])} | "
+                 f"{_fmt(b['predicted_best_gamma_paper'])} |")
+  lines += comparison_markdown(result.get("comparisons") or comparisons(rows))
   lines += ["", "## Where the time goes", "",
-            "Per iteration (one target call): measured ms vs the model's (γc + v(γ)) × t1 "
-            "(t1 = one cached target step measured alone); the loop's overhead is the residual. "
-            "Baseline: ms per `generate` step and its overhead over t1. measured/predicted = "
-            "token factor × cost factor.", "",
-            "| Task | Batch | Draft | Temp | γ | iterations | ms/iteration | predicted ms/iteration "
-            "| overhead ms/iteration | baseline ms/step | t1 ms | steps/iteration | "
-            "expected tokens | token factor | cost factor |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "Per iteration (one target call): measured ms vs the model's (passes·c + v(γ)) × t1 "
+            "(passes: draft passes per iteration, γ at fixed γ; t1 = one cached target step "
+            "measured alone); the loop's overhead is the residual. Baseline: ms per `generate` "
+            "step and its overhead over t1. measured/predicted = token factor × cost factor. "
+            "From measured tokens/call: tokens/call / (passes·c + v), the cost model's speedup "
+            "given the tokens actually kept.", "",
+            "| Task | Batch | Draft | Temp | γ | variant | iterations | draft passes/iteration "
+            "| ms/iteration | predicted ms/iteration | overhead ms/iteration | baseline ms/step "
+            "| t1 ms | steps/iteration | expected tokens | token factor | cost factor "
+            "| from measured tokens/call |",
+            "|" + "---|" * 18]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
-                 f"{r['temperature']:g} | {r['gamma']} | {r['iterations']} | "
+                 f"{r['temperature']:g} | {r['gamma']} | {r['variant']} | {r['iterations']} | "
+                 f"{_fmt(r['draft_passes_per_iteration'])} | "
                  f"{_fmt(r['ms_per_iteration'], 3)} | {_fmt(r['predicted_ms_per_iteration'], 3)} "
                  f"| {_fmt(r['overhead_ms_per_iteration'], 3)} | "
                  f"{_fmt(r['ms_per_baseline_step'], 3)} | {_fmt(r['target_step_ms'], 3)} | "
                  f"{_fmt(r['steps_per_iteration'])} | {_fmt(r['expected_tokens'])} | "
-                 f"{_fmt(r['token_factor'])} | {_fmt(r['cost_factor'])} |")
+                 f"{_fmt(r['token_factor'])} | {_fmt(r['cost_factor'])} | "
+                 f"{_x(r['speedup_from_measured_tokens'])} |")
   short = [r for r in rows if r["shortfall"]]
   lines += ["", f"## Settings more than {1 - SHORTFALL:.0%} short of the v-aware prediction "
             f"({len(short)} of {len(rows)})", ""]
   for r in short:
     lines.append(f"- {r['task']} b={r['batch']} {r['draft']} T={r['temperature']:g} "
-                 f"γ={r['gamma']}: {r['explanation']}")
+                 f"γ={r['gamma']} [{r['variant']}]: {r['explanation']}")
   if result.get("profile"):
     lines += ["", "## Profile", "", f"Trace of {result.get('profile_setting', 'one setting')}: "
               f"`{result['profile']}` (open the .trace.json.gz in Perfetto). Top events by "
@@ -423,13 +681,17 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 def plot(rows: Sequence[Mapping[str, Any]], path_prefix: str) -> list[str]:
   """Speedup vs γ, measured against predicted, one panel per draft (columns) and temperature
-  (rows); one PNG per (task, batch). Returns the paths written."""
+  (rows); one PNG per (task, batch); fixed γ, exact rules (block verification measured only).
+  Returns the paths written."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   paths = []
   for task, batch in sorted({(r["task"], r["batch"]) for r in rows}):
-    sub = [r for r in rows if r["task"] == task and r["batch"] == batch]
+    sub = [r for r in rows if r["task"] == task and r["batch"] == batch
+           and r["threshold"] is None and r["exact"]]
+    if not sub:
+      continue
     drafts = list(dict.fromkeys(r["draft"] for r in sub))
     temps = sorted({r["temperature"] for r in sub})
     fig, axes = plt.subplots(len(temps), len(drafts), squeeze=False, sharex=True,
@@ -437,8 +699,13 @@ def plot(rows: Sequence[Mapping[str, Any]], path_prefix: str) -> list[str]:
     for i, temp in enumerate(temps):
       for j, draft in enumerate(drafts):
         ax = axes[i][j]
-        pts = sorted((r for r in sub if r["draft"] == draft and r["temperature"] == temp),
-                     key=lambda r: r["gamma"])
+        here = [r for r in sub if r["draft"] == draft and r["temperature"] == temp]
+        pts = sorted((r for r in here if r["verification"] == "token"), key=lambda r: r["gamma"])
+        block = sorted((r for r in here if r["verification"] == "block"),
+                       key=lambda r: r["gamma"])
+        if block:
+          ax.plot([r["gamma"] for r in block], [r["measured_speedup"] for r in block], "d-",
+                  label="measured (block)")
         g = [r["gamma"] for r in pts]
         ax.plot(g, [r["measured_speedup"] for r in pts], "o-", label="measured")
         ax.plot(g, [r["predicted_speedup_v"] for r in pts], "s--", label="predicted (v-aware)")
@@ -488,10 +755,11 @@ def assemble(*, rows: Sequence[Mapping[str, Any]], costs: Mapping[str, Any],
              config: Mapping[str, Any], notes: Sequence[str], metadata: Mapping[str, Any],
              profile: str | None = None, profile_setting: str | None = None,
              ) -> dict[str, Any]:
-  """The result written as JSON: metadata, config, notes, costs, rows and best γ per setting
-  (and, with `profile` a trace directory, the trace's top events)."""
+  """The result written as JSON: metadata, config, notes, costs, rows, best γ per setting and
+  the variants' comparisons (and, with `profile` a trace directory, the trace's top events)."""
   return {"metadata": dict(metadata), "config": dict(config), "notes": list(notes),
           "costs": dict(costs), "rows": list(rows), "best": best_gamma_rows(rows),
+          "comparisons": comparisons(rows),
           "profile": profile, "profile_setting": profile_setting,
           "profile_summary": summarize_trace(profile) if profile else []}
 

@@ -30,9 +30,11 @@ def micro_run(tiny_target, tmp_path_factory):
   setup = benchmarking.TaskSetup(name="toy", target=tiny_target,
                                  drafts={"t5_distilled": tiny_target, "bigram": bigram},
                                  prompts=prompts, notes=["a note"])
+  variants = benchmarking.parse_variants([{}, {"verification": "block"},
+                                          {"threshold": 0.5, "gammas": [2]}])
   out = benchmarking.run_task(setup, temperatures=[0.0], gammas=[1, 2], batch_sizes=[1],
                               max_decode_len=8, repeats=1, timing_repeats=2, eos_id=None,
-                              log=lambda _: None)
+                              variants=variants, log=lambda _: None)
   metadata = benchmarking.machine_metadata(os.getloadavg())
   metadata.update(command="pytest", compiles=out["compiles"])
   result = benchmarking.assemble(rows=out["rows"], costs={"toy": out["costs"]},
@@ -51,28 +53,34 @@ def test_outputs_written_with_every_row(micro_run):
     saved = json.load(f)
   rows = saved["rows"]
   assert saved["notes"] == ["a note"]
-  keys = {(r["draft"], r["temperature"], r["gamma"], r["batch"]) for r in rows}
-  assert keys == {(d, 0.0, g, 1) for d in ("t5_distilled", "bigram") for g in (1, 2)}
+  keys = {(r["draft"], r["temperature"], r["gamma"], r["batch"], r["variant"]) for r in rows}
+  # At T=0 the block variant is the token rule's (listed once); adaptive runs at γ = 2 only.
+  assert keys == {(d, 0.0, g, 1, v) for d in ("t5_distilled", "bigram")
+                  for g, v in ((1, "token"), (2, "token"), (2, "token, adaptive t=0.5"))}
   assert len(rows) == len(keys) == len(result["rows"])
   for name in ("platform", "cpu_count", "loadavg_before", "loadavg_after", "jax", "date",
                "command", "device"):
     assert name in saved["metadata"], name
-  # 1 temperature × (baseline + 2 drafts × 2 γ).
-  assert saved["metadata"]["compiles"] == 5
+  # 1 temperature × (baseline + 2 drafts × (2 γ + 1 adaptive)).
+  assert saved["metadata"]["compiles"] == 7
   assert (out / "speedup_toy_b1.png").stat().st_size > 1000
-  best = saved["best"]
+  best = [b for b in saved["best"] if b["variant"] == "token"]
   assert sorted(b["draft"] for b in best) == ["bigram", "t5_distilled"]
   for b in best:
-    mine = [r for r in rows if r["draft"] == b["draft"]]
+    mine = [r for r in rows if r["draft"] == b["draft"] and r["variant"] == "token"]
     assert b["best_gamma"] == max(mine, key=lambda r: r["measured_speedup"])["gamma"]
     assert b["predicted_best_gamma_v"] == max(
         mine, key=lambda r: r["predicted_speedup_v"])["gamma"]
+  adaptive = [b for b in saved["best"] if b["variant"] != "token"]
+  assert len(adaptive) == 2 and all(b["predicted_best_gamma_v"] is None for b in adaptive)
   md = (out / "benchmark.md").read_text()
-  table = [line for line in md.splitlines()
-           if line.startswith("| toy | 1 |") and line.count("|") == 15]
-  assert len(table) == len(rows)
-  assert "| Task | Batch | Draft | Temp | γ | α | tokens/call | c | v(γ) |" in md
-  assert "identical to `generate`'s: 4 of 4 settings" in md
+  results = md[md.index("## Results"):md.index("## Best γ per setting")]
+  table = [line for line in results.splitlines() if line.startswith("| toy | 1 |")]
+  assert len(table) == len(rows) and all(line.count("|") == 19 for line in table)
+  assert ("| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
+          "| tokens/call | drafted/call | c | v(γ) |") in md
+  assert "identical to `generate`'s: 6 of 6 settings" in md
+  assert "## Best fixed γ vs adaptive γ" in md
   assert "## Best γ per setting" in md and "## Where the time goes" in md
   short = [r for r in rows if r["shortfall"]]
   assert md.count("loop overhead") == len(short)
@@ -81,7 +89,7 @@ def test_outputs_written_with_every_row(micro_run):
 def test_self_draft_is_always_accepted(micro_run):
   """The target as its own draft, greedy: α = 1 and γ + 1 tokens per call."""
   for r in micro_run[0]["rows"]:
-    if r["draft"] == "t5_distilled":
+    if r["draft"] == "t5_distilled" and r["threshold"] is None:
       gamma = r["gamma"]
       assert (r["alpha"], r["tokens_per_call"], r["rejected"]) == (1.0, gamma + 1, 0)
       # eos_id None: 8 tokens per row; ceil(8 / (γ + 1)) iterations per row.
@@ -96,6 +104,9 @@ def test_rows_are_finite_and_self_consistent(micro_run):
     for name, value in r.items():
       if isinstance(value, float):
         assert math.isfinite(value), (name, r)
+    if r["threshold"] is not None:  # Adaptive: measured only (`test_adaptive_rows`).
+      assert r["predicted_speedup_v"] is None and r["drafted"] <= r["gamma"] * r["target_calls"]
+      continue
     gamma = r["gamma"]
     assert r["c"] == costs["c"][r["draft"]] > 0
     assert r["v"] == costs["v"][gamma] > 0
@@ -122,6 +133,56 @@ def test_rows_are_finite_and_self_consistent(micro_run):
     assert r["baseline_steps"] == 2 * 8  # 2 sentences, max_decode_len each (eos_id None).
     if r["temperature"] == 0:
       assert r["identical_to_baseline"] is True  # Greedy speculative == generate.
+
+
+def test_adaptive_rows(micro_run):
+  """Adaptive rows: draft passes per iteration in [1, γ], no prediction from α but the model's
+  speedup from the measured tokens per call, greedy output identical to `generate`'s."""
+  for r in micro_run[0]["rows"]:
+    if r["threshold"] is None:
+      assert r["draft_passes_per_iteration"] == r["gamma"]
+      continue
+    assert 1 <= r["draft_passes_per_iteration"] <= r["gamma"]
+    assert r["speedup_from_measured_tokens"] == pytest.approx(
+        r["tokens_per_call"] / (r["draft_passes_per_iteration"] * r["c"] + r["v"]))
+    assert r["ratio_v"] is None and r["token_factor"] is None and r["shortfall"] is False
+    assert r["identical_to_baseline"] is True
+
+
+def test_variants_and_comparisons():
+  """parse_variants checks what speculative_generate would, settings_for applies T=0's rules,
+  and comparisons pair the rows they should (synthetic rows, no decoding)."""
+  variants = benchmarking.parse_variants([{}, {"verification": "block"},
+                                          {"threshold": 0.5, "gammas": [4]},
+                                          {"lenience": 0.5, "gammas": [2]}])
+  assert [v.label for v in variants] == ["token", "block", "token, adaptive t=0.5",
+                                         "token, lenience 0.5"]
+  at0 = benchmarking.settings_for([1, 2], variants, 0.0)
+  assert [(g, v.label) for g, v in at0] == [(1, "token"), (2, "token"),
+                                            (4, "token, adaptive t=0.5")]
+  assert len(benchmarking.settings_for([1, 2], variants, 1.0)) == 6
+  for bad in ([{"verification": "blocks"}], [{"threshold": 1.5}], [{"lenience": 0}],
+              [{"lenience": 0.5, "verification": "block"}], [{"gamma": 2}], [{}, {}],
+              [{"gammas": [0]}]):
+    with pytest.raises(ValueError, match="variants"):
+      benchmarking.parse_variants(bad)
+  def row(gamma, verification="token", threshold=None, lenience=1.0, speedup=1.0, tokens=2.0):
+    v = benchmarking.Variant(verification, threshold, lenience)
+    return dict(task="t", draft="d", temperature=1.0, batch=1, gamma=gamma,
+                verification=verification, threshold=threshold, lenience=lenience,
+                exact=lenience == 1.0, variant=v.label, measured_speedup=speedup,
+                tokens_per_call=tokens, drafted_per_call=gamma, draft_passes_per_iteration=gamma,
+                alpha=0.5)
+  rows = [row(1, speedup=0.9), row(2, speedup=0.8), row(1, "block", speedup=0.95, tokens=2.1),
+          row(4, threshold=0.5, speedup=1.0), row(2, lenience=0.5, tokens=2.5)]
+  comp = benchmarking.comparisons(rows)
+  (tb,) = comp["token_vs_block"]
+  assert tb["gamma"] == 1 and tb["tokens_per_call_gain"] == pytest.approx(0.1)
+  (fa,) = comp["fixed_vs_adaptive"]
+  assert (fa["fixed_gamma"], fa["adaptive_gamma"], fa["gain"]) == (1, 4, pytest.approx(1 / 0.9))
+  assert [c["lenience"] for c in comp["lenience"]] == [1.0, 0.5]
+  lines = benchmarking.comparison_markdown(comp)
+  assert "## Token vs block verification" in lines and "## α against lenience (NOT exact below 1)" in lines
 
 
 def test_helpers_and_bad_input():
@@ -154,6 +215,14 @@ def test_gin_configs_bind_the_benchmark():
       assert set(gin.query_parameter("benchmark.drafts")) == set(benchmarking.DRAFT_KINDS)
     finally:
       gin.clear_config()
+  gin.clear_config()
+  try:  # verification.gin: its variants parse into checked settings.
+    script.gin_utils.parse(["configs/benchmarks/verification.gin"], [])
+    variants = benchmarking.parse_variants(gin.query_parameter("benchmark.variants"))
+    assert {v.verification for v in variants} == {"token", "block"}
+    assert any(v.threshold for v in variants) and any(v.lenience < 1 for v in variants)
+  finally:
+    gin.clear_config()
 
 
 def test_profile_trace_is_summarized(micro_run, tiny_target, tmp_path):
