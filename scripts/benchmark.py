@@ -102,15 +102,15 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
                 repeats=repeats, timing_repeats=timing_repeats,
                 train_sentences=train_sentences, seed=seed,
                 variants=[dataclasses.asdict(v) for v in parsed_variants])
+  load_before = os.getloadavg()
+  print(f"load average before: {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
+  rows, costs, notes, compiles, compile_s, profile_dir = [], {}, [], 0, 0.0, None
+  profiled = None
   if any(t == 0 for t in temperatures) and any(
       v.verification != "token" or v.lenience != 1.0 for v in parsed_variants):
     notes.append("T=0: every rule is the greedy one there, so block-verification settings run "
                  "as (and are listed once with) the token rule's, and lenience settings are "
                  "skipped (lenience needs T > 0)")
-  load_before = os.getloadavg()
-  print(f"load average before: {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
-  rows, costs, notes, compiles, compile_s, profile_dir = [], {}, [], 0, 0.0, None
-  profiled = None
   for name in pairs:
     setup = load_task(name, drafts=drafts, num_sentences=num_sentences, split=split,
                       input_length=input_length, train_sentences=train_sentences)

@@ -254,3 +254,25 @@ def test_default_output_dirs_are_git_ignored():
   for path in paths:
     assert subprocess.run(["git", "check-ignore", "-q", path], cwd=repo,
                           check=False).returncode == 0, f"{path} is not git-ignored"
+
+
+def test_script_benchmark_with_variants(tiny_target, tmp_path, monkeypatch):
+  """scripts/benchmark.py's `benchmark` end to end on a stand-in task: variants parsed, the T=0
+  note written, the rows and comparisons saved."""
+  script = load_script("benchmark")
+  prompts = benchmarking.pad_prompts(np.random.default_rng(1).integers(2, 32, (2, 5)), 6)
+  setup = benchmarking.TaskSetup(name="toy", target=tiny_target,
+                                 drafts={"t5_distilled": tiny_target}, prompts=prompts)
+  monkeypatch.setattr(script, "load_task", lambda name, **kwargs: setup)
+  result = script.benchmark(output_dir=str(tmp_path), pairs=["toy"], drafts=["t5_distilled"],
+                            temperatures=[0.0], gammas=[1], batch_sizes=[1], num_sentences=2,
+                            max_decode_len=8, repeats=1, timing_repeats=2,
+                            variants=[{}, {"verification": "block"}])
+  assert [r["variant"] for r in result["rows"]] == ["token"]
+  assert any("T=0: every rule is the greedy one" in n for n in result["notes"])
+  assert result["config"]["variants"][1]["verification"] == "block"
+  with open(tmp_path / "benchmark.json") as f:
+    assert json.load(f)["comparisons"] == {"token_vs_block": [], "fixed_vs_adaptive": [],
+                                           "lenience": []}
+  with pytest.raises(ValueError, match="variants"):
+    script.benchmark(output_dir=str(tmp_path), pairs=["toy"], variants=[{"lenience": 2.0}])
