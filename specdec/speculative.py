@@ -18,7 +18,7 @@ Bookkeeping. Let d = [0, y_1, y_2, ...] be a row's decoder inputs and m the numb
 generated so far. At the top of an iteration the target has consumed d[0 : m] and the pending
 token is d[m]. The draft has consumed at least d[0 : m-1]: after a rejection it has seen every
 kept token but not the correction t = d[m]; after a fully accepted block it has not seen x_γ
-= d[m-1] either. So the draft is rewound to max(m-1, 0) and fed the 2-token block d[m-1 : m+1]
+= d[m-1] either (nor x_k after k of γ under adaptive γ, which stops before feeding x_k). So the draft is rewound to max(m-1, 0) and fed the 2-token block d[m-1 : m+1]
 (re-feeding d[m-1] rewrites an identical entry); at m = 0 only d[0] is meaningful and the logits
 are read from block index 0. Either way q_1 is the draft's distribution after d[0 : m+1].
 
