@@ -20,6 +20,7 @@ import specdec  # noqa: E402
 from specdec import BigramDraft, PromptLookupDraft, T5Model, UnigramDraft  # noqa: E402
 from specdec import sampling as sampling_lib  # noqa: E402
 from specdec import speculative as speculative_lib  # noqa: E402
+from specdec import verification as verification_lib  # noqa: E402
 from specdec.testing import (SMALL, SMALL_DRAFT, WriteRecorder, end_at_eos,  # noqa: E402
                              exact_conditionals, joint_from)
 
@@ -213,8 +214,10 @@ def loop_verifier(monkeypatch):
   verifier: update it when that changes. The loop's jit cache holds traces of the real verifier,
   so it is cleared before and after."""
   def patch(verify_row):
-    monkeypatch.setattr(speculative_lib, "verify_rows",
-                        lambda *args: jax.vmap(verify_row)(*args))
+    # The token rule (`TokenVerification.verify`) calls `verification.verify_rows`; every row
+    # proposes γ tokens here and lenience is 1, so its keyword options can be dropped.
+    monkeypatch.setattr(verification_lib, "verify_rows",
+                        lambda *args, **options: jax.vmap(verify_row)(*args))
     speculative_lib._speculative_generate.clear_cache()  # pylint: disable=protected-access
   yield patch
   speculative_lib._speculative_generate.clear_cache()  # pylint: disable=protected-access
