@@ -82,11 +82,12 @@ def main(argv=None) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   if args.precision:
     jax.config.update("jax_default_matmul_precision", args.precision)
-  from specdec import T5Model, data, generate, speculative_generate, training  # pylint: disable=g-import-not-at-top
+  from specdec import (T5Model, data, generate, load_model, speculative_generate,  # pylint: disable=g-import-not-at-top
+                       training)
 
-  target, draft = T5Model.load(args.target), T5Model.load(args.draft)
+  target, draft = T5Model.load(args.target), load_model(args.draft)  # Any draft kind.
   if args.dtype:
-    target, draft = (T5Model(m.config.replace(dtype=args.dtype), m.params) for m in (target, draft))
+    target, draft = (m.replace(config=m.config.replace(dtype=args.dtype)) for m in (target, draft))
   sources = [s for s, _ in data.read_pairs("specdec_ende", "test")][:args.num_sentences]
   inputs = training.encode(sources, max_length=64, prefix=training.task_prefix("specdec_ende"))
   mismatches, compared = [], 0

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from specdec import data
+from specdec.loading import load_model
 from specdec.model import T5Model
 
 # SPECDEC_CHECKPOINT_DIR points elsewhere (tests use it to stand in small pairs).
@@ -40,8 +41,9 @@ class PretrainedPair:
   task: str
   prefix: str
   target: T5Model
-  draft: T5Model        # Distilled from the target (the one to use).
-  draft_plain: T5Model | None  # Trained on the labels only (for comparison).
+  draft: Any                   # The one to use (a T5Model or a SharedEncoderDraft).
+  draft_small: T5Model | None  # A small T5 of its own (own encoder), distilled from the target.
+  draft_plain: T5Model | None  # A small T5 trained on the labels only (for comparison).
   vocabulary: data.Vocabulary  # sentencepiece-backed: encode(str) / decode(ids).
 
   def draft_names(self) -> list[str]:
@@ -102,9 +104,10 @@ def load(name: str) -> PretrainedPair:
     raise ValueError(f"Unknown pretrained pair {name!r}; known: {names()}")
   task, prefix = _PAIRS[name]
   root = os.path.join(CHECKPOINT_DIR, name)
-  plain = os.path.join(root, "draft_plain")
+  drafts = {f.name: os.path.join(root, f.name) for f in dataclasses.fields(PretrainedPair)
+            if f.name == "draft" or f.name.startswith("draft_")}
   return PretrainedPair(
       name=name, task=task, prefix=prefix, target=T5Model.load(os.path.join(root, "target")),
-      draft=T5Model.load(os.path.join(root, "draft")),
-      draft_plain=T5Model.load(plain) if os.path.isdir(plain) else None,
+      **{field: load_model(path) if field == "draft" or os.path.isdir(path) else None
+         for field, path in drafts.items()},
       vocabulary=data.vocabulary())
