@@ -56,17 +56,24 @@ def load_task(pair_name: str, *, drafts, num_sentences: int, split: str, input_l
     targets = [tgt for _, tgt in data.read_pairs(pair.task, "train")[:train_sentences]]
     train = [list(pair.vocabulary.encode(t)) + [data.EOS_ID] for t in targets]
   built, notes = benchmarking.build_drafts(drafts, vocab_size=pair.target.vocab_size,
-                                           t5_plain=pair.draft_plain, t5_distilled=pair.draft,
-                                           train_targets=train)
+                                           models=pair_drafts(pair), train_targets=train)
   if train is not None:
     notes.append(f"{pair.task}: bigram/unigram drafts fitted on the first {len(train)} "
                  "training targets")
-  notes.append(f"{pair.task}: target {pair.target.num_params / 1e6:.2f}M params, distilled "
-               f"draft {pair.draft.num_params / 1e6:.2f}M"
-               + (f", plain draft {pair.draft_plain.num_params / 1e6:.2f}M"
-                  if pair.draft_plain is not None else ""))
+  notes.append(f"{pair.task}: target {pair.target.num_params / 1e6:.2f}M params; "
+               + ", ".join(f"{benchmarking.DRAFT_LABELS[k]} {m.num_params / 1e6:.2f}M"
+                           for k, m in pair_drafts(pair).items() if m is not None))
   return benchmarking.TaskSetup(name=pair.task, target=pair.target, drafts=built,
                                 prompts=prompts, notes=notes)
+
+
+def pair_drafts(pair) -> dict:
+  """The pair's model drafts by benchmark kind: the shared-encoder draft, the small T5 distilled
+  from the target (its own encoder) and the plain one (labels only)."""
+  from specdec.shared_encoder import SharedEncoderDraft  # pylint: disable=g-import-not-at-top
+  shared = pair.draft if isinstance(pair.draft, SharedEncoderDraft) else None
+  small = pair.draft_small if shared is not None else pair.draft
+  return {"t5_shared_encoder": shared, "t5_distilled": small, "t5_plain": pair.draft_plain}
 
 
 def _git_commit() -> str | None:

@@ -51,8 +51,12 @@ from specdec.drafts import BigramDraft, Draft, PromptLookupDraft, UnigramDraft
 from specdec.speculative import speculative_generate
 
 # The drafts of issue D, in table order.
-DRAFT_KINDS = ("t5_plain", "t5_distilled", "bigram", "unigram", "prompt_lookup")
-DRAFT_LABELS = {"t5_plain": "T5 draft (plain)", "t5_distilled": "T5 draft (distilled)",
+DRAFT_KINDS = ("t5_shared_encoder", "t5_plain", "t5_distilled", "bigram", "unigram",
+               "prompt_lookup")
+# The model drafts, by kind; the others are built from training data (or need nothing).
+MODEL_KINDS = ("t5_shared_encoder", "t5_plain", "t5_distilled")
+DRAFT_LABELS = {"t5_shared_encoder": "shared-encoder draft (distilled)",
+                "t5_plain": "T5 draft (plain)", "t5_distilled": "T5 draft (distilled)",
                 "bigram": "bigram", "unigram": "unigram", "prompt_lookup": "prompt lookup"}
 SHORTFALL = 0.9  # measured/predicted below this gets an explanation (the issue's 10%).
 
@@ -175,17 +179,20 @@ def pad_prompts(tokens: np.ndarray, input_length: int) -> np.ndarray:
   return np.pad(tokens, ((0, 0), (0, input_length - tokens.shape[1]))).astype(np.int32)
 
 
-def build_drafts(kinds: Sequence[str], *, vocab_size: int, t5_plain: Any = None,
-                 t5_distilled: Any = None, train_targets: Iterable[Any] | None = None,
+def build_drafts(kinds: Sequence[str], *, vocab_size: int,
+                 models: Mapping[str, Any] | None = None,
+                 train_targets: Iterable[Any] | None = None,
                  ) -> tuple[dict[str, Draft], list[str]]:
   """The drafts named in `kinds` (see `DRAFT_KINDS`), and notes on those skipped.
 
   Args:
     kinds: draft kinds, in the order wanted.
     vocab_size: the target's vocabulary size.
-    t5_plain, t5_distilled: T5 drafts (None = not available; the kind is skipped with a note).
+    models: the model drafts by kind (`MODEL_KINDS`: a kind missing or None is skipped with a
+      note).
     train_targets: decoder-side token sequences (EOS included) to fit the bigram/unigram drafts.
   """
+  models = dict(models or {})
   unknown = [k for k in kinds if k not in DRAFT_KINDS]
   if unknown:
     raise ValueError(f"kinds: unknown draft kinds {unknown}; known: {list(DRAFT_KINDS)}")
@@ -195,8 +202,8 @@ def build_drafts(kinds: Sequence[str], *, vocab_size: int, t5_plain: Any = None,
     raise ValueError("train_targets are needed to fit the bigram/unigram drafts")
   drafts, notes = {}, []
   for kind in kinds:
-    if kind in ("t5_plain", "t5_distilled"):
-      model = t5_plain if kind == "t5_plain" else t5_distilled
+    if kind in MODEL_KINDS:
+      model = models.get(kind)
       if model is None:
         notes.append(f"draft {kind} skipped: no such checkpoint in this installation")
         continue
@@ -231,11 +238,26 @@ def _finite(x: float) -> float | None:
 
 def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                   gammas: Sequence[int], position: int, encoder_length: int,
-                  repeats: int, fill: bool = True, room: int | None = None) -> dict[str, Any]:
-  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size
-  (`fill`, `room`: see `timing.measure_block_times`; one room for all calls on a model compiles
-  its start and single-token step once)."""
+                  repeats: int, fill: bool = True, room: int | None = None,
+                  in_loop: bool = True) -> dict[str, Any]:
+  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size.
+
+  `in_loop` (default): every pass timed inside a jitted loop (`timing.measure_loop_times`), as
+  the decoders run them, with no per-call dispatch in t₁, v or c. Otherwise each pass is one
+  call (`timing.measure_block_times`; `fill`, `room`: see there; one room for all calls on a
+  model compiles its start and single-token step once).
+  """
   sizes = [1] + [g + 1 for g in gammas]
+  if in_loop:
+    models = {"target": target, **{("draft", name): d for name, d in drafts.items()}}
+    times = timing.measure_loop_times(
+        models, target=target, batch=batch, position=position, repeats=repeats,
+        encoder_length=encoder_length, fill=fill,
+        sizes={key: (sizes if key == "target" else [1]) for key in models})
+    t1 = times[("target", 1)]
+    return {"target_step_s": t1, "block_s": {k: times[("target", k)] for k in sizes},
+            "v": {g: times[("target", g + 1)] / t1 for g in gammas},
+            "c": {name: times[(("draft", name), 1)] / t1 for name in drafts}, "method": "in_loop"}
   room = room or max(sizes)
   times = timing.measure_block_times(target, batch=batch, sizes=sizes, position=position,
                                      repeats=repeats, encoder_length=encoder_length, fill=fill,
@@ -245,7 +267,7 @@ def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                                        room=room)
        for name, draft in drafts.items()}
   return {"target_step_s": times[1], "block_s": {k: times[k] for k in sizes},
-          "v": {g: times[g + 1] / times[1] for g in gammas}, "c": c}
+          "v": {g: times[g + 1] / times[1] for g in gammas}, "c": c, "method": "one_call"}
 
 
 def _capture(fn: Callable[[], Any], box: dict, key: Any) -> Callable[[], Any]:

@@ -190,27 +190,33 @@ def _passes_in_a_loop(model, cache, position, tokens, *, steps: int):
   return jax.lax.fori_loop(0, steps, body, (cache, tokens))[1]
 
 
-def measure_loop_times(models: dict[Any, Any], *, target, batch: int, sizes: Iterable[int],
+def measure_loop_times(models: dict[Any, Any], *, target, batch: int,
+                       sizes: Iterable[int] | dict[Any, Iterable[int]],
                        steps: int = 16, position: int = 64, repeats: int = 10,
-                       encoder_length: int = 32, seed: int = 0) -> dict[tuple[Any, int], float]:
+                       encoder_length: int = 32, seed: int = 0,
+                       fill: bool = True) -> dict[tuple[Any, int], float]:
   """Seconds of one cached pass over k tokens *inside a jitted loop* (as in the decoders, with
   no per-call dispatch), for each model and each k in `sizes`: {(name, k): seconds}.
 
   Each (model, k) runs `steps` passes in one `lax.fori_loop`; the time of one call over `steps`
-  is its per-pass time (medians over `repeats` interleaved rounds). `target` starts drafts that
-  read its encoder output.
+  is its per-pass time (medians over `repeats` interleaved rounds: all models and sizes alike,
+  so their ratios are robust to drifts in load). `sizes` may differ per model ({name: sizes}).
+  `target` starts drafts that read its encoder output.
   """
-  sizes = sorted(set(int(k) for k in sizes))
-  if not sizes or sizes[0] < 1:
-    raise ValueError(f"sizes must be positive block lengths, got {sizes}")
+  per_model = {name: sorted(set(int(k) for k in (sizes[name] if isinstance(sizes, dict)
+                                                  else sizes)))
+               for name in models}
+  for name, ks in per_model.items():
+    if not ks or ks[0] < 1:
+      raise ValueError(f"sizes must be positive block lengths, got {ks} for {name!r}")
   if steps < 1:
     raise ValueError(f"steps must be >= 1, got {steps}")
   where = jnp.full((batch,), position, jnp.int32)
   fns = {}
   for name, model in models.items():
-    cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
-                          encoder_length=encoder_length, seed=seed, target=target)
-    for k in sizes:
+    cache = _filled_cache(model, batch=batch, position=position, room=max(per_model[name]),
+                          encoder_length=encoder_length, seed=seed, target=target, fill=fill)
+    for k in per_model[name]:
       tokens = random_prompts(batch, k, model.vocab_size, seed=seed + 2 + k)
       fns[(name, k)] = functools.partial(_passes_in_a_loop, model, cache, where, tokens,
                                          steps=steps)

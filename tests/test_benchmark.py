@@ -198,6 +198,10 @@ def test_helpers_and_bad_input():
   drafts, notes = benchmarking.build_drafts(["t5_plain", "unigram", "prompt_lookup"],
                                             vocab_size=8, train_targets=[[3, 4, 1]])
   assert list(drafts) == ["unigram", "prompt_lookup"] and "t5_plain" in notes[0]
+  model = object()
+  drafts, notes = benchmarking.build_drafts(["t5_shared_encoder", "t5_plain"], vocab_size=8,
+                                            models={"t5_shared_encoder": model, "t5_plain": None})
+  assert drafts == {"t5_shared_encoder": model} and "t5_plain" in notes[0]
   assert benchmarking.jsonable({("a", 2): [np.float32(1.5), float("nan")], 3: np.int64(4)}) == {
       "a:2": [1.5, None], "3": 4}
 
