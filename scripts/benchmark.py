@@ -38,6 +38,7 @@ import gin  # noqa: E402
 import jax  # noqa: E402
 
 from specdec import benchmarking, data, gin_utils, pretrained, timing  # noqa: E402
+from specdec.loading import load_model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,8 +91,13 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
               num_sentences: int = 32, split: str = "test", input_length: int = 64,
               max_decode_len: int = 64, repeats: int = 3, timing_repeats: int = 30,
               train_sentences: int = 20000, seed: int = 0, variants=None, profile: bool = False,
-              profile_draft: str = "t5_distilled", profile_gamma: int = 3) -> dict:
+              profile_draft: str = "t5_distilled", profile_gamma: int = 3,
+              extra_drafts=None) -> dict:
   """Runs the benchmark for every pair in `pairs` (None: all shipped) and writes the results.
+
+  extra_drafts: {name: directory} of drafts of your own (`T5Model` or `SharedEncoderDraft`
+  directories, loaded with `specdec.load_model`), benchmarked as rows of their own beside
+  `drafts` (which may be [] to benchmark only these).
 
   variants: None (the paper's token rule at fixed γ) or dicts, e.g. [{}, {'verification':
   'block'}, {'threshold': 0.5, 'gammas': [4]}, {'lenience': 0.5, 'gammas': [3]}]
@@ -103,7 +109,8 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
   if not pairs:
     raise ValueError("pairs: no shipped pair found (specdec/assets/checkpoints, or "
                      "SPECDEC_CHECKPOINT_DIR)")
-  config = dict(pairs=pairs, drafts=list(drafts), temperatures=list(temperatures),
+  config = dict(pairs=pairs, drafts=list(drafts), extra_drafts=dict(extra_drafts or {}),
+                temperatures=list(temperatures),
                 gammas=list(gammas), batch_sizes=list(batch_sizes), num_sentences=num_sentences,
                 split=split, input_length=input_length, max_decode_len=max_decode_len,
                 repeats=repeats, timing_repeats=timing_repeats,
@@ -121,6 +128,12 @@ def benchmark(*, output_dir: str, pairs=None, drafts=benchmarking.DRAFT_KINDS,
   for name in pairs:
     setup = load_task(name, drafts=drafts, num_sentences=num_sentences, split=split,
                       input_length=input_length, train_sentences=train_sentences)
+    for draft_name, path in dict(extra_drafts or {}).items():
+      if draft_name in setup.drafts:
+        raise ValueError(f"extra_drafts: {draft_name!r} is already a draft of the benchmark")
+      setup.drafts[draft_name] = load_model(path)
+      setup.notes.append(f"draft {draft_name}: {path} "
+                         f"({setup.drafts[draft_name].num_params / 1e6:.2f}M params)")
     notes += setup.notes
     for n in setup.notes:
       print("note:", n)

@@ -280,3 +280,21 @@ def test_script_benchmark_with_variants(tiny_target, tmp_path, monkeypatch):
                                            "lenience": []}
   with pytest.raises(ValueError, match="variants"):
     script.benchmark(output_dir=str(tmp_path), pairs=["toy"], variants=[{"lenience": 2.0}])
+
+
+def test_script_benchmarks_extra_drafts(tiny_target, tiny_draft, tmp_path, monkeypatch):
+  """`extra_drafts`: a draft directory of one's own becomes a row of its own."""
+  script = load_script("benchmark")
+  tiny_draft.save(str(tmp_path / "mine"))
+  prompts = benchmarking.pad_prompts(np.random.default_rng(2).integers(2, 32, (2, 5)), 6)
+  monkeypatch.setattr(script, "load_task", lambda name, **kwargs: benchmarking.TaskSetup(
+      name="toy", target=tiny_target, drafts={}, prompts=prompts))
+  result = script.benchmark(output_dir=str(tmp_path / "out"), pairs=["toy"], drafts=[],
+                            temperatures=[0.0], gammas=[2], batch_sizes=[1], num_sentences=2,
+                            max_decode_len=6, repeats=1, timing_repeats=2,
+                            extra_drafts={"mine": str(tmp_path / "mine")})
+  assert [r["draft"] for r in result["rows"]] == ["mine"]
+  assert any("draft mine" in n for n in result["notes"])
+  with pytest.raises(ValueError, match="config.json"):
+    script.benchmark(output_dir=str(tmp_path / "x"), pairs=["toy"], drafts=[],
+                     extra_drafts={"gone": str(tmp_path / "missing")})
