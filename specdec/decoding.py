@@ -57,7 +57,7 @@ def check_decode_args(model: Any, encoder_input_tokens: Any, *, max_decode_len: 
 def choose(logits: Array, keys: Array, sampling: Sampling) -> Array:
   """Next tokens `[B]` from logits `[B, V]`: argmax when greedy, else a draw per row key."""
   if sampling.greedy:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return sampling_lib.argmax(logits)
   return sampling_lib.sample_rows(keys, sampling.probs(logits))
 
 

@@ -71,7 +71,7 @@ def draft_token(logits: Array, keys: Array | None, sampling: Sampling,
                 ) -> tuple[Array, Array | None]:
   """Draft logits `[B, V]` → the proposed token `[B]` and q `[B, V]` (None when greedy)."""
   if sampling.greedy:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), None
+    return sampling_lib.argmax(logits), None
   probs = sampling.probs(logits)
   return sampling_lib.sample_rows(keys, probs), probs
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from specdec import sampling
 from specdec.drafts import reads_target_encoder
 
 Array = jax.Array
@@ -185,7 +186,7 @@ def _passes_in_a_loop(model, cache, position, tokens, *, steps: int):
   def body(_, carry):
     cache, tokens = carry
     logits, cache = model.extend(model.rewind(cache, position), tokens)
-    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+    first = sampling.argmax(logits[:, -1])
     return cache, tokens.at[:, 0].set(first)
   return jax.lax.fori_loop(0, steps, body, (cache, tokens))[1]
 

@@ -115,7 +115,7 @@ def verify_greedy(draft_tokens: Array, target_logits: Array, *,
   draft_tokens int `[B, γ]`, target_logits `[B, γ+1, V]` → (num_accepted `[B]`, next_token `[B]`).
   num_proposed: int `[B]`, the tokens each row proposed (default γ; x past it are never kept).
   """
-  target_tokens = jnp.argmax(target_logits, axis=-1).astype(jnp.int32)  # [B, γ+1]
+  target_tokens = sampling_lib.argmax(target_logits)  # [B, γ+1]
   kept = draft_tokens == target_tokens[:, :-1]
   if num_proposed is not None:
     kept &= jnp.arange(draft_tokens.shape[1])[None, :] < num_proposed[:, None]

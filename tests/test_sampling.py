@@ -55,3 +55,28 @@ def test_ends_of_the_cdf(monkeypatch, u, expected):
   with jax.disable_jit():
     token = sampling.draw(jax.random.PRNGKey(0), jnp.asarray(WEIGHTS))
   assert int(token) == expected
+
+
+@pytest.mark.parametrize("shape", [(3, 4096), (2, 5, 4096), (4, 100), (3, 32), (1, 320)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_argmax_is_jnp_argmax(shape):
+  """The chunked argmax picks exactly jnp.argmax's index: the first on ties (within a chunk and
+  across chunks), rows of -inf, the first NaN, maxima at either end; coarse values force ties."""
+  rs = np.random.RandomState(sum(shape))
+  x = np.round(rs.normal(size=shape) * 2) / 2          # Many exact ties.
+  rows = x.reshape(-1, shape[-1])
+  v = shape[-1]
+  rows[0, [v - 1, 0]] = 50.0                          # Tie of the first and last token.
+  if len(rows) > 1:
+    rows[1, :] = -np.inf
+  if len(rows) > 2:
+    rows[2, [v // 3, v // 2]] = np.nan                 # The first NaN wins, as in jnp.argmax.
+    rows[2, 1] = np.inf
+  if len(rows) > 3:
+    rows[3, v - 1] = 9.0                               # The maximum in the last chunk alone.
+  x = jnp.asarray(rows.reshape(shape), jnp.float32)
+  got = jax.jit(sampling.argmax)(x)
+  assert got.dtype == jnp.int32 and got.shape == shape[:-1]
+  np.testing.assert_array_equal(got, jnp.argmax(x, axis=-1))
+  np.testing.assert_array_equal(sampling.argmax(x.astype(jnp.bfloat16)),
+                                jnp.argmax(x.astype(jnp.bfloat16), axis=-1))
