@@ -74,18 +74,22 @@ class _Student:
   def teacher_params(self):
     return self.teacher.params if self.shared else None
 
-  def init_params(self, seed: int, init_target_layers):
+  def init_params(self, seed: int, init_target_layers, init_decoder_from=None):
     from specdec.model import T5Model  # pylint: disable=g-import-not-at-top
     from specdec.shared_encoder import SharedEncoderDraft  # pylint: disable=g-import-not-at-top
     if not self.shared:
-      if init_target_layers is not None:
-        raise ValueError("init_target_layers is for SharedEncoderConfig models")
+      if init_target_layers is not None or init_decoder_from is not None:
+        raise ValueError("init_target_layers and init_decoder_from are for SharedEncoderConfig "
+                         "models")
       return T5Model.init(self.config, seed).params
     layers = None if init_target_layers in (None, "auto") else tuple(init_target_layers)
     if init_target_layers == ():
+      if init_decoder_from is not None:
+        raise ValueError("init_decoder_from: init_target_layers=() asks for a random start")
       return SharedEncoderDraft.init(self.config, seed).params
+    source = None if init_decoder_from is None else T5Model.load(init_decoder_from)
     return SharedEncoderDraft.from_target(self.teacher, self.config, layers=layers,
-                                          rng=seed).params
+                                          decoder_source=source, rng=seed).params
 
   def model(self, params):
     """The model to save (a `T5Model` or a `SharedEncoderDraft`)."""
@@ -157,6 +161,7 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
           stop_time: str | None = None, init_from: str | None = None,
           distill_targets: str | None = None, buckets: tuple = (16, 32, 64),
           distill_loss: str = "forward_kl", objective: str = "auto", init_target_layers=None,
+          init_decoder_from: str | None = None,
           alpha_examples: int = 0, alpha_gamma: int = 4, time_budget_s: float | None = None,
           decay_fraction: float = 0.2, log=print) -> dict:
   """Trains (or distils, when `teacher_dir` is set) and returns a summary dict.
@@ -175,6 +180,10 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   `model_config` may be a `SharedEncoderConfig`: a draft decoder over the teacher's frozen
   encoder (needs `teacher_dir`). `init_target_layers` then picks the teacher decoder layers it
   starts from (None: its first layers where the widths agree; `()`: random).
+  `init_decoder_from`: a `T5Model.save` directory (e.g. a small T5 draft of the draft's width)
+  whose decoder the shared-encoder draft starts from instead of the teacher's, leaf by leaf where
+  shapes agree (`SharedEncoderDraft.from_target(decoder_source=...)`); `init_target_layers` then
+  names that model's decoder layers.
   `distill_loss`: 'forward_kl' or 'tvd' (see `specdec.training.DISTILL_LOSSES`).
   `objective`: 'distill' (the teacher's distributions), 'labels' (cross-entropy; a
   shared-encoder draft still reads the teacher's encoder), or 'auto': distil when `teacher_dir`
@@ -258,7 +267,7 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
                              distill_ce_weight=distill_ce_weight, distill_loss=distill_loss)
   ckpts = training.Checkpoints(os.path.join(model_dir, "checkpoints"),
                                max_to_keep=keep_checkpoints)
-  params = student.init_params(seed, init_target_layers)
+  params = student.init_params(seed, init_target_layers, init_decoder_from)
   if init_from and ckpts.latest_step() is None:
     params = _warm_start_params(init_from, model_config)
     log(f"initialised from {init_from} (fresh optimizer state)")

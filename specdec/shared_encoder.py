@@ -254,39 +254,47 @@ class SharedEncoderDraft:
 
   @classmethod
   def from_target(cls, target: Any, config: SharedEncoderConfig | None = None, *,
-                  layers: Sequence[int] | None = None, rng: Array | int = 0
-                  ) -> "SharedEncoderDraft":
+                  layers: Sequence[int] | None = None, decoder_source: Any = None,
+                  rng: Array | int = 0) -> "SharedEncoderDraft":
     """A draft for `target` (a `T5Model`), recording its encoder fingerprint.
 
-    Where the draft's widths equal the target's, its token embedding, relative-position bias,
-    final norm and logits start as the target's, and draft layer i as target decoder layer
-    `layers[i]` (default: the target's first `num_layers` layers); everything else is random.
-    `config` defaults to `SharedEncoderConfig.for_target(target.config)`.
+    The draft starts from the decoder of `decoder_source` (a `T5Model`; default the target):
+    its token embedding, relative-position bias, final norm and logits, and its decoder layer
+    `layers[i]` as draft layer i (default: its first `num_layers` layers), copied leaf by leaf
+    wherever the shapes agree; everything else is random. From the target itself (same widths)
+    that is everything; from a small T5 draft of the draft's width (e.g. the pair's
+    `draft_small`), everything but the cross-attention keys/values, which read the target's
+    wider encoder. `config` defaults to `SharedEncoderConfig.for_target(target.config)`.
     """
     config = config or SharedEncoderConfig.for_target(target.config)
     draft = cls.init(config, rng, target_fingerprint=encoder_fingerprint(target))
     draft.check_target(target)
-    same = dict(num_encoder_layers=1, dropout_rate=0.0, dtype="float32")
-    same_width = config.decoder_config.replace(
-        num_decoder_layers=target.config.num_decoder_layers, **same) == target.config.replace(**same)
-    if layers is not None and not same_width:
-      raise ValueError("layers: the draft's decoder shape differs from the target's, so no "
-                       "target layer can be copied")
-    if not same_width:
-      return draft
-    layers = tuple(range(config.num_layers)) if layers is None else tuple(layers)
-    if len(layers) != config.num_layers or not all(
-        isinstance(i, int) and 0 <= i < target.config.num_decoder_layers for i in layers):
-      raise ValueError(f"layers must name {config.num_layers} target decoder layer(s) in "
-                       f"[0, {target.config.num_decoder_layers}), got {layers}")
-    source = target.params["decoder"]
-    decoder = dict(draft.params["decoder"])
-    for name in ("relpos_bias", "decoder_norm", "logits_dense"):
-      if name in source:
-        decoder[name] = source[name]
-    for i, j in enumerate(layers):
-      decoder[f"layers_{i}"] = source[f"layers_{j}"]
-    params = {"token_embedder": target.params["token_embedder"], "decoder": decoder}
+    source = target if decoder_source is None else decoder_source
+    if source.config.vocab_size != config.vocab_size:
+      raise ValueError(f"decoder_source: vocabulary {source.config.vocab_size}, the draft's is "
+                       f"{config.vocab_size}")
+    available = source.config.num_decoder_layers
+    chosen = tuple(range(min(config.num_layers, available))) if layers is None else tuple(layers)
+    if layers is not None and (len(chosen) != config.num_layers or not all(
+        isinstance(i, int) and 0 <= i < available for i in chosen)):
+      raise ValueError(f"layers must name {config.num_layers} decoder layer(s) of the source in "
+                       f"[0, {available}), got {chosen}")
+    src, dst = source.params, draft.params
+    pairs = [(("token_embedder",), ("token_embedder",))]
+    pairs += [(("decoder", name), ("decoder", name))
+              for name in ("relpos_bias", "decoder_norm", "logits_dense")]
+    pairs += [(("decoder", f"layers_{j}"), ("decoder", f"layers_{i}")) for i, j in enumerate(chosen)]
+    params, copied_layers = jax.tree_util.tree_map(lambda x: x, dst), 0
+    for src_path, dst_path in pairs:
+      src_node, dst_node = _get(src, src_path), _get(dst, dst_path)
+      if src_node is None or dst_node is None:
+        continue
+      merged, copied = _copy_matching(dst_node, src_node)
+      params = _set(params, dst_path, merged)
+      copied_layers += copied if dst_path[-1].startswith("layers_") else 0
+    if layers is not None and not copied_layers:
+      raise ValueError("layers: no parameter of those decoder layers has the draft's shape, so "
+                       "none can be copied")
     return draft.replace(params=jax.tree_util.tree_map(jnp.asarray, params))
 
   @classmethod
@@ -424,6 +432,33 @@ class BoundDraft:
 
   def rewind(self, cache: DecoderCache, position: Array) -> DecoderCache:
     return cache.rewind(position)
+
+
+def _get(tree: Any, path: Sequence[str]) -> Any:
+  for key in path:
+    if not hasattr(tree, "get") or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def _set(tree: dict, path: Sequence[str], value: Any) -> dict:
+  out = dict(tree)
+  out[path[0]] = value if len(path) == 1 else _set(tree[path[0]], path[1:], value)
+  return out
+
+
+def _copy_matching(dst: Any, src: Any) -> tuple[Any, int]:
+  """`dst` with each leaf replaced by `src`'s at the same path where the shapes agree, and the
+  number of leaves copied."""
+  if not hasattr(dst, "items"):
+    same = src is not None and not hasattr(src, "items") and np.shape(src) == np.shape(dst)
+    return (src, 1) if same else (dst, 0)
+  out, total = {}, 0
+  for key, value in dst.items():
+    out[key], n = _copy_matching(value, src.get(key) if hasattr(src, "get") else None)
+    total += n
+  return out, total
 
 
 def read_meta(path: str) -> dict[str, Any]:

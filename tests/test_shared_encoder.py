@@ -16,7 +16,7 @@ import pytest
 import specdec
 from specdec import network
 from specdec.shared_encoder import BoundDraft, SharedEncoderConfig, SharedEncoderDraft
-from specdec.testing import SMALL, TINY, chi2_pvalue, exact_joint
+from specdec.testing import SMALL, SMALL_DRAFT, TINY, TINY_DRAFT, chi2_pvalue, exact_joint
 
 N = 20000
 LENGTH = 3
@@ -190,6 +190,38 @@ def test_from_target_copies_what_it_says(tiny_target):
     SharedEncoderDraft.from_target(tiny_target, config, layers=(2,))
   with pytest.raises(ValueError, match="layers"):
     SharedEncoderDraft.from_target(tiny_target, narrow, layers=(0,))
+
+
+def test_from_target_starts_from_a_small_drafts_decoder(tiny_target):
+  """`decoder_source`: every leaf whose shape agrees comes from the small model's decoder (its
+  one layer into both draft layers here); the cross keys/values, which read the target's wider
+  encoder, stay fresh; the target's encoder is still what the draft belongs to."""
+  small = specdec.T5Model.init(TINY_DRAFT.replace(mlp_activations=("gelu", "linear")), 5)
+  config = SharedEncoderConfig.for_target(TINY, emb_dim=8, head_dim=4, mlp_dim=12, num_layers=2,
+                                          logits_via_embedding=True)
+  draft = SharedEncoderDraft.from_target(tiny_target, config, layers=(0, 0), decoder_source=small)
+  fresh = SharedEncoderDraft.init(config, 0)
+  s, d, f = small.params, draft.params, fresh.params
+  np.testing.assert_array_equal(d["token_embedder"]["embedding"],
+                                s["token_embedder"]["embedding"])
+  for i in (0, 1):
+    layer, source = d["decoder"][f"layers_{i}"], s["decoder"]["layers_0"]
+    for name in ("self_attention", "mlp"):
+      jax.tree_util.tree_map(np.testing.assert_array_equal, layer[name], source[name])
+    cross = layer["encoder_decoder_attention"]
+    np.testing.assert_array_equal(cross["query"]["kernel"],
+                                  source["encoder_decoder_attention"]["query"]["kernel"])
+    for name in ("key", "value"):
+      assert cross[name]["kernel"].shape == (TINY.emb_dim, config.num_heads * config.head_dim)
+      np.testing.assert_array_equal(
+          cross[name]["kernel"], f["decoder"][f"layers_{i}"]["encoder_decoder_attention"][name][
+              "kernel"])
+  assert draft.target_fingerprint == specdec.shared_encoder.encoder_fingerprint(tiny_target)
+  with pytest.raises(ValueError, match="decoder_source: vocabulary"):
+    SharedEncoderDraft.from_target(tiny_target, config,
+                                   decoder_source=specdec.T5Model.init(SMALL_DRAFT, 0))
+  with pytest.raises(ValueError, match="layers must name 2"):
+    SharedEncoderDraft.from_target(tiny_target, config, layers=(0, 1), decoder_source=small)
 
 
 def test_save_load_roundtrip(tiny_target, tiny_shared, tmp_path):
