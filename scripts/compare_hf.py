@@ -12,7 +12,14 @@ the same token ids) in one process on the same CPU cores with four methods:
   hf_assisted     transformers assisted generation: the exported draft as `assistant_model`,
                   a fixed K = gamma draft tokens per target pass.
   specdec_greedy  `specdec.generate` with the target.
-  specdec_spec    `specdec.speculative_generate` with target and draft, the same gamma.
+  specdec_spec    `specdec.speculative_generate` with target and the same T5 draft, same gamma.
+  specdec_shared  (when the pair's default draft reads the target's encoder, a
+                  `SharedEncoderDraft`, which transformers has no counterpart for)
+                  `specdec.speculative_generate` with that draft, the same gamma.
+
+transformers' assistant must be a T5 with its own encoder: the pair's `draft` if it is one, else
+its `draft_small`; specdec_spec uses that same T5, so the two speculative rows compare libraries,
+not drafts.
 
 Each method is run once first (warm-up: XLA compiles specdec's loops; torch warms its kernels),
 then `--repeats` times per prompt, interleaved, and the median per prompt is kept. ms/token is
@@ -77,7 +84,8 @@ _OUTPUT = flags.DEFINE_string("output", "results/compare_hf.json", "JSON report 
 
 METHODS = ("hf_greedy", "hf_assisted", "specdec_greedy", "specdec_spec")
 BASELINE = {"hf_greedy": "hf_greedy", "hf_assisted": "hf_greedy",
-            "specdec_greedy": "specdec_greedy", "specdec_spec": "specdec_greedy"}
+            "specdec_greedy": "specdec_greedy", "specdec_spec": "specdec_greedy",
+            "specdec_shared": "specdec_greedy"}
 
 
 def _pin_cpus(n: int) -> list[int]:
@@ -141,9 +149,15 @@ def main(argv):
     return (f"{model.num_params / 1e6:.2f}M params ({'/'.join(c.mlp_activations)}, "
             f"tied={c.logits_via_embedding})")
 
-  print(f"pair {pair.name!r}: target {describe(pair.target)}, draft {describe(pair.draft)}")
+  t5_draft = pair.draft if isinstance(pair.draft, specdec.T5Model) else pair.draft_small
+  if t5_draft is None:
+    raise SystemExit(f"pair {pair.name!r} has no T5 draft for transformers' assisted generation")
+  methods = METHODS if t5_draft is pair.draft else METHODS + ("specdec_shared",)
+  print(f"pair {pair.name!r}: target {describe(pair.target)}, T5 draft {describe(t5_draft)}"
+        + ("" if t5_draft is pair.draft else
+           f", shared-encoder draft {pair.draft.num_params / 1e6:.2f}M params"))
   hf_target = hf_export.to_hf(pair.target)
-  hf_draft = hf_export.to_hf(pair.draft)
+  hf_draft = hf_export.to_hf(t5_draft)
   # Fixed K = gamma: these are read from the assistant's generation_config (see the docstring).
   hf_draft.generation_config.num_assistant_tokens = gamma
   hf_draft.generation_config.num_assistant_tokens_schedule = "constant"
@@ -190,11 +204,16 @@ def main(argv):
 
   def specdec_spec(row):
     out = jax.block_until_ready(specdec.speculative_generate(
+        pair.target, t5_draft, row, gamma=gamma, max_decode_len=max_len, eos_id=eos_id))
+    return np.asarray(out.tokens), out.stats.summary()
+
+  def specdec_shared(row):
+    out = jax.block_until_ready(specdec.speculative_generate(
         pair.target, pair.draft, row, gamma=gamma, max_decode_len=max_len, eos_id=eos_id))
     return np.asarray(out.tokens), out.stats.summary()
 
   fns = dict(hf_greedy=hf_greedy, hf_assisted=hf_assisted, specdec_greedy=specdec_greedy,
-             specdec_spec=specdec_spec)
+             specdec_spec=specdec_spec, specdec_shared=specdec_shared)
 
   def run(method, row):
     before = dict(calls)
@@ -210,13 +229,13 @@ def main(argv):
     out = trim(out[0], eos_id=eos_id, length=max_len)
     if method == "specdec_greedy":  # One target pass per token, EOS included.
       stats = {"target_calls": len(out), "draft_calls": 0}
-    elif method == "specdec_spec":
+    elif method in ("specdec_spec", "specdec_shared"):
       stats = {"target_calls": int(stats["target_calls"]), "draft_calls": int(stats["draft_calls"])}
     return out, elapsed, stats
 
   print(f"warming up (compiling) on {len(cpus)} CPU core(s) {cpus} ...", flush=True)
   warmup = {}
-  for method in METHODS:
+  for method in methods:
     start = time.perf_counter()
     run(method, tokens[:1])
     warmup[method] = time.perf_counter() - start
@@ -224,28 +243,28 @@ def main(argv):
   per_prompt = []
   for i, src in enumerate(sources):
     row = tokens[i:i + 1]
-    times = {m: [] for m in METHODS}
+    times = {m: [] for m in methods}
     outputs, stats = {}, {}
     for _ in range(_REPEATS.value):
-      for method in METHODS:  # Interleaved, so slow drifts of the machine hit all four alike.
+      for method in methods:  # Interleaved, so slow drifts of the machine hit all alike.
         out, elapsed, st = run(method, row)
         times[method].append(elapsed)
         if method in outputs and out != outputs[method]:
           raise RuntimeError(f"{method} is not deterministic on sentence {i}")
         outputs[method], stats[method] = out, st
-    equal = all(outputs[m] == outputs["hf_greedy"] for m in METHODS)
+    equal = all(outputs[m] == outputs["hf_greedy"] for m in methods)
     per_prompt.append(dict(
         source=src, output=pair.decode(np.array([outputs["specdec_greedy"]]))[0],
-        tokens={m: len(outputs[m]) for m in METHODS},
-        median_s={m: float(np.median(times[m])) for m in METHODS},
-        times_s={m: [float(t) for t in times[m]] for m in METHODS},
+        tokens={m: len(outputs[m]) for m in methods},
+        median_s={m: float(np.median(times[m])) for m in methods},
+        times_s={m: [float(t) for t in times[m]] for m in methods},
         calls=stats, equal=equal,
-        outputs=None if equal else {m: outputs[m] for m in METHODS}))
+        outputs=None if equal else {m: outputs[m] for m in methods}))
     print(f"[{i + 1}/{len(sources)}] {'==' if equal else '!='} "
-          + "  ".join(f"{m} {1e3 * np.median(times[m]):.0f}ms" for m in METHODS), flush=True)
+          + "  ".join(f"{m} {1e3 * np.median(times[m]):.0f}ms" for m in methods), flush=True)
 
   summary = {}
-  for m in METHODS:
+  for m in methods:
     total_s = sum(p["median_s"][m] for p in per_prompt)
     total_tokens = sum(p["tokens"][m] for p in per_prompt)
     target_calls = [p["calls"][m]["target_calls"] for p in per_prompt]
@@ -256,7 +275,7 @@ def main(argv):
         target_calls=int(sum(target_calls)),
         draft_calls=int(sum(p["calls"][m]["draft_calls"] for p in per_prompt)),
         warmup_s=warmup[m])
-  for m in METHODS:
+  for m in methods:
     s = summary[m]
     s["speedup_vs_own_greedy"] = summary[BASELINE[m]]["ms_per_token"] / s["ms_per_token"]
     s["speedup_vs_hf_greedy"] = summary["hf_greedy"]["ms_per_token"] / s["ms_per_token"]
@@ -276,7 +295,8 @@ def main(argv):
       versions=dict(transformers=transformers.__version__, torch=torch.__version__,
                     jax=jax.__version__, specdec=specdec.__version__),
       date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), command=" ".join(sys.argv),
-      target_params=pair.target.num_params, draft_params=pair.draft.num_params,
+      target_params=pair.target.num_params, draft_params=t5_draft.num_params,
+      shared_draft_params=None if t5_draft is pair.draft else pair.draft.num_params,
       summary=summary, per_prompt=per_prompt)
   out_dir = os.path.dirname(_OUTPUT.value)
   if out_dir:
@@ -286,7 +306,7 @@ def main(argv):
 
   print()
   print(markdown_table(report))
-  print(f"\ngreedy outputs identical across all four methods: {identical}")
+  print(f"\ngreedy outputs identical across all {len(methods)} methods: {identical}")
   print(f"wrote {_OUTPUT.value}")
   if not identical:
     bad = [i for i, p in enumerate(per_prompt) if not p["equal"]]
@@ -298,7 +318,8 @@ def markdown_table(report) -> str:
   names = {"hf_greedy": "transformers greedy",
            "hf_assisted": f"transformers assisted (K={gamma})",
            "specdec_greedy": "specdec generate",
-           "specdec_spec": f"specdec speculative (γ={gamma})"}
+           "specdec_spec": f"specdec speculative (γ={gamma})",
+           "specdec_shared": f"specdec speculative, shared-encoder draft (γ={gamma})"}
   lines = [
       f"{report['pair']}: {report['num_sentences']} test sentences, batch 1, max_decode_len "
       f"{report['max_decode_len']}{' (fixed length)' if report['fixed_length'] else ''}, "
@@ -309,7 +330,7 @@ def markdown_table(report) -> str:
       "| method | ms/token | speedup vs own greedy | speedup vs transformers greedy "
       "| tokens | target calls | tokens/target call |",
       "|---|---:|---:|---:|---:|---:|---:|"]
-  for m in METHODS:
+  for m in report["summary"]:
     s = report["summary"][m]
     lines.append(f"| {names[m]} | {s['ms_per_token']:.2f} | {s['speedup_vs_own_greedy']:.2f}x | "
                  f"{s['speedup_vs_hf_greedy']:.2f}x | {s['tokens']} | {s['target_calls']} | "

@@ -2,9 +2,11 @@ r"""The main job: speculative decoding on the shipped EN→DE pair, against the 
 
     python scripts/demo.py               # 8 test sentences, gamma 3, greedy
     python scripts/demo.py --num_sentences=16 --gamma=4
+    python scripts/demo.py --draft=draft_small     # the small T5 draft instead
 
 Translates test sentences with `specdec.generate` (the target alone) and with
-`specdec.speculative_generate` (target + distilled draft), one sentence at a time (batch 1, as
+`specdec.speculative_generate` (target + the pair's draft: by default its shared-encoder draft,
+which reads the target's encoder output; `--draft` picks another), one sentence at a time (batch 1, as
 in the paper), checks the greedy outputs are identical token for token, and reports α, target
 calls saved and the walltime speedup (medians of interleaved runs, compile time excluded; see
 `specdec.comparison`), the measured cost ratio c (one draft step / one target step; not the
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from specdec import benchmarking, comparison, data, pretrained, timing
 
 _PAIR = flags.DEFINE_string("pair", "ende", "Shipped pair to load (see specdec.pretrained.names()).")
+_DRAFT = flags.DEFINE_string("draft", "draft", "Which of the pair's drafts (its draft_names()).")
 _NUM = flags.DEFINE_integer("num_sentences", 8, "Test sentences to translate.")
 _GAMMA = flags.DEFINE_integer("gamma", 3, "Draft tokens per target pass.")
 _MAX_LEN = flags.DEFINE_integer("max_decode_len", 48, "Decoded tokens at most, per sentence.")
@@ -37,23 +40,24 @@ def main(argv):
   load_before = os.getloadavg()
   logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO.
   pair = pretrained.load(_PAIR.value)
+  draft = pair.get_draft(_DRAFT.value)
   sources = [src for src, _ in data.read_pairs(pair.task, "test")][:_NUM.value]
   tokens = benchmarking.pad_prompts(pair.encode(sources, max_length=_INPUT_LEN.value),
                                     _INPUT_LEN.value)
   with tqdm(total=len(sources), desc="translating (the first compiles)", unit="sentence",
             disable=None, file=sys.stderr) as bar:  # No bar when stderr is not a terminal.
-    rows = comparison.compare(pair.target, pair.draft, tokens, gamma=_GAMMA.value,
+    rows = comparison.compare(pair.target, draft, tokens, gamma=_GAMMA.value,
                               max_decode_len=_MAX_LEN.value, repeats=_REPEATS.value,
                               progress=lambda _: bar.update())
   total = comparison.totals(rows)
-  costs = comparison.cost_model(pair.target, pair.draft, gamma=_GAMMA.value,
+  costs = comparison.cost_model(pair.target, draft, gamma=_GAMMA.value,
                                 alpha=total["alpha"], position=_MAX_LEN.value // 2,
                                 encoder_length=_INPUT_LEN.value)
   machine = timing.machine_info(load_before)
 
-  print(f"Pair {pair.name!r}: target {pair.target.num_params / 1e6:.1f}M params, draft "
-        f"{pair.draft.num_params / 1e6:.2f}M params (parameter ratio "
-        f"{pair.draft.num_params / pair.target.num_params:.2f})\n")
+  print(f"Pair {pair.name!r}: target {pair.target.num_params / 1e6:.1f}M params, "
+        f"{_DRAFT.value} ({type(draft).__name__}) {draft.num_params / 1e6:.2f}M params "
+        f"(parameter ratio {draft.num_params / pair.target.num_params:.2f})\n")
   for src, r in zip(sources, rows):
     same = "==" if r.identical else "!="
     print(f"EN: {src}\nDE: {pair.decode(r.speculative_tokens)}   [{same} baseline]\n")

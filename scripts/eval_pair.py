@@ -3,6 +3,7 @@
 
   python scripts/eval_pair.py --target=specdec/assets/checkpoints/ende/target \
       --draft=draft=specdec/assets/checkpoints/ende/draft \
+      --draft=draft_small=specdec/assets/checkpoints/ende/draft_small \
       --draft=draft_plain=specdec/assets/checkpoints/ende/draft_plain \
       --num_examples=500 --alpha_examples=128 --gamma=4 --out=/tmp/eval.json
 

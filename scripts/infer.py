@@ -29,6 +29,7 @@ from tqdm import tqdm  # noqa: E402
 
 from specdec import decode_fns, gin_utils, models, pretrained  # noqa: E402
 from specdec.model import T5Model  # noqa: E402
+from specdec.loading import load_model  # noqa: E402
 
 
 # Gin at the script boundary only: the library stays free of gin decorators.
@@ -78,11 +79,12 @@ def infer(*, output_dir: str = gin.REQUIRED, pair: str = "ende", task: str | Non
   """Decodes `task`/`split` with the gin-configured `EncoderDecoderModel`.
 
   The target and draft come from the shipped `pair`, or from specdec checkpoints
-  (`target_checkpoint`/`draft_checkpoint`, see `T5Model.save`).
+  (`target_checkpoint`/`draft_checkpoint`: `T5Model.save` directories; the draft may be any
+  saved draft kind, e.g. a `SharedEncoderDraft`).
   """
   shipped = pretrained.load(pair)
   target = T5Model.load(target_checkpoint) if target_checkpoint else shipped.target
-  draft = T5Model.load(draft_checkpoint) if draft_checkpoint else shipped.draft
+  draft = load_model(draft_checkpoint) if draft_checkpoint else shipped.draft  # Any kind.
   task = task or shipped.task
   # The gin-wrapped class: its decode_fn (and any other argument) comes from the gin config.
   model = EncoderDecoderModel(target.config, draft=draft)  # pylint: disable=not-callable

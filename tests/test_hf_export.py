@@ -113,8 +113,9 @@ def test_bad_arguments():
 
 def test_compare_hf_script_runs_on_a_stand_in_pair(tmp_path):
   """scripts/compare_hf.py end to end on tiny random models over the shipped 4k vocabulary, with
-  the shipped pair's layout (untied gated-GELU target, tied gated-GELU draft). Checks plumbing
-  and the equality check, not timings."""
+  the shipped pair's layout (untied gated-GELU target; a shared-encoder `draft`, which
+  transformers' assisted generation cannot take, and a tied gated-GELU T5 `draft_small`, which it
+  gets). Checks plumbing and the equality check, not timings."""
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -124,7 +125,13 @@ def test_compare_hf_script_runs_on_a_stand_in_pair(tmp_path):
                     num_encoder_layers=1, num_decoder_layers=1)
   draft = target.replace(emb_dim=8, logits_via_embedding=True)
   _random_model(target, 0).save(str(tmp_path / "ckpt" / "ende" / "target"))
-  _random_model(draft, 1).save(str(tmp_path / "ckpt" / "ende" / "draft"))
+  _random_model(draft, 1).save(str(tmp_path / "ckpt" / "ende" / "draft_small"))
+  from specdec.shared_encoder import (  # pylint: disable=g-import-not-at-top
+      SharedEncoderConfig, SharedEncoderDraft)
+  SharedEncoderDraft.from_target(
+      T5Model.load(str(tmp_path / "ckpt" / "ende" / "target")),
+      SharedEncoderConfig.for_target(target, emb_dim=8), rng=2).save(
+          str(tmp_path / "ckpt" / "ende" / "draft"))
   output = tmp_path / "compare.json"
   env = dict(os.environ, SPECDEC_CHECKPOINT_DIR=str(tmp_path / "ckpt"), JAX_PLATFORMS="cpu",
              TF_CPP_MIN_LOG_LEVEL="3")
@@ -134,12 +141,16 @@ def test_compare_hf_script_runs_on_a_stand_in_pair(tmp_path):
        f"--output={output}"],
       capture_output=True, text=True, env=env, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-  assert "greedy outputs identical across all four methods: True" in proc.stdout
+  assert "greedy outputs identical across all 5 methods: True" in proc.stdout
+  assert "| specdec speculative, shared-encoder draft (γ=2) |" in proc.stdout
   assert "| transformers assisted (K=2) |" in proc.stdout
   with open(output) as f:
     report = json.load(f)
   assert report["identical_outputs"] and report["num_sentences"] == 2
-  assert set(report["summary"]) == {"hf_greedy", "hf_assisted", "specdec_greedy", "specdec_spec"}
+  assert set(report["summary"]) == {"hf_greedy", "hf_assisted", "specdec_greedy", "specdec_spec",
+                                    "specdec_shared"}
+  assert report["draft_params"] == _random_model(draft, 1).num_params
+  assert report["summary"]["specdec_shared"]["draft_calls"] > 0
   for row in report["per_prompt"]:
     assert len(set(row["tokens"].values())) == 1 and 1 <= row["tokens"]["hf_greedy"] <= 6
     assert row["calls"]["hf_greedy"]["target_calls"] == row["tokens"]["hf_greedy"]

@@ -17,6 +17,7 @@ import pytest
 from conftest import load_script
 import specdec
 from specdec import T5Config, T5Model, decode_fns, decoding, models, pretrained
+from specdec.shared_encoder import SharedEncoderConfig, SharedEncoderDraft
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAND_IN = T5Config(vocab_size=4096, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32,
@@ -25,9 +26,14 @@ STAND_IN = T5Config(vocab_size=4096, emb_dim=16, num_heads=2, head_dim=8, mlp_di
 
 @pytest.fixture(scope="module")
 def stand_in_pair(tmp_path_factory):
+  """The shipped pair's layout: a target, a shared-encoder `draft` over its encoder, a small T5
+  `draft_small`."""
   root = tmp_path_factory.mktemp("checkpoints")
-  T5Model.init(STAND_IN, 0).save(str(root / "ende" / "target"))
-  T5Model.init(STAND_IN.replace(emb_dim=8), 1).save(str(root / "ende" / "draft"))
+  target = T5Model.init(STAND_IN, 0)
+  target.save(str(root / "ende" / "target"))
+  SharedEncoderDraft.from_target(target, SharedEncoderConfig.for_target(STAND_IN, emb_dim=8),
+                                 rng=2).save(str(root / "ende" / "draft"))
+  T5Model.init(STAND_IN.replace(emb_dim=8), 1).save(str(root / "ende" / "draft_small"))
   return str(root)
 
 
@@ -149,6 +155,22 @@ def test_bench_sampling_times_both_draws(tmp_path):
         row["us_per_draw_gumbel_max"] / row["us_per_draw_inverse_cdf"])
   with pytest.raises(SystemExit):
     script.main(["--draws", "0"])
+
+
+def test_bench_argmax_times_both_and_checks_equality(tmp_path):
+  script = load_script("bench_argmax")
+  out = tmp_path / "a.json"
+  result = script.main(["--vocab_sizes", "256", "40", "--shapes", "1x1", "2x3", "--steps", "3",
+                        "--repeats", "1", "--output", str(out)])
+  assert json.load(open(out))["rows"] == result["rows"]
+  assert [(r["vocab_size"], r["batch"], r["rows"]) for r in result["rows"]] == [
+      (256, 1, 1), (256, 2, 3), (40, 1, 1), (40, 2, 3)]
+  for row in result["rows"]:
+    assert row["jnp_over_specdec"] == pytest.approx(
+        row["us_per_call_jnp_argmax"] / row["us_per_call_specdec"])
+  for bad in (["--steps", "0"], ["--shapes", "2"], ["--shapes", "0x1"]):
+    with pytest.raises(SystemExit):
+      script.main(bad)
 
 
 def test_check_greedy_parity_passes_and_reports_a_planted_mismatch(stand_in_pair, monkeypatch):
