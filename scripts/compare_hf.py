@@ -202,18 +202,16 @@ def main(argv):
         specdec.generate(pair.target, row, max_decode_len=max_len, eos_id=eos_id))
     return np.asarray(out.tokens), None
 
-  def specdec_spec(row):
-    out = jax.block_until_ready(specdec.speculative_generate(
-        pair.target, t5_draft, row, gamma=gamma, max_decode_len=max_len, eos_id=eos_id))
-    return np.asarray(out.tokens), out.stats.summary()
-
-  def specdec_shared(row):
-    out = jax.block_until_ready(specdec.speculative_generate(
-        pair.target, pair.draft, row, gamma=gamma, max_decode_len=max_len, eos_id=eos_id))
-    return np.asarray(out.tokens), out.stats.summary()
+  def specdec_spec_with(draft):
+    def run_speculative(row):
+      out = jax.block_until_ready(specdec.speculative_generate(
+          pair.target, draft, row, gamma=gamma, max_decode_len=max_len, eos_id=eos_id))
+      return np.asarray(out.tokens), out.stats.summary()
+    return run_speculative
 
   fns = dict(hf_greedy=hf_greedy, hf_assisted=hf_assisted, specdec_greedy=specdec_greedy,
-             specdec_spec=specdec_spec, specdec_shared=specdec_shared)
+             specdec_spec=specdec_spec_with(t5_draft),
+             specdec_shared=specdec_spec_with(pair.draft))
 
   def run(method, row):
     before = dict(calls)

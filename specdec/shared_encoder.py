@@ -284,7 +284,7 @@ class SharedEncoderDraft:
     pairs += [(("decoder", name), ("decoder", name))
               for name in ("relpos_bias", "decoder_norm", "logits_dense")]
     pairs += [(("decoder", f"layers_{j}"), ("decoder", f"layers_{i}")) for i, j in enumerate(chosen)]
-    params, copied_layers = jax.tree_util.tree_map(lambda x: x, dst), 0
+    params, copied_layers = dst, 0  # _set copies along each path; dst is never mutated.
     for src_path, dst_path in pairs:
       src_node, dst_node = _get(src, src_path), _get(dst, dst_path)
       if src_node is None or dst_node is None:
