@@ -27,6 +27,10 @@
 #   4. everything rounded as shipped and packed into $OUT in files of at most 15 MiB (the
 #      device tool brings back 8 files of 16 MiB at most, 64 MiB in all);
 #   5. scripts/check_greedy_parity.py for both drafts at two matmul precisions (until BUDGET_S).
+# Warm starts (optional): TARGET_INIT_FROM (a T5Model directory of the target's shape, e.g. the
+# shipped 48M target, or scripts/grow_model.py's growth of a smaller one; lower TARGET_LR and
+# TARGET_WARMUP then) and DRAFT_INIT_FROM (a shared-encoder draft of ende_shared_draft_small's
+# shape, DRAFT_GIN for another draft shape such as configs/models/ende_shared_draft.gin).
 # Every command is logged to $OUT/driver.log; each run's log and summary.json are packed.
 # Reassemble on the CPU: cat $OUT/pair.tar.part* > pair.tar && tar -xf pair.tar.
 set -u -o pipefail
@@ -58,6 +62,10 @@ MAX_STEPS=${MAX_STEPS:-100000}         # An upper bound; the clock decides.
 TARGET_LR=${TARGET_LR:-1e-2}
 TARGET_DTYPE=${TARGET_DTYPE:-bfloat16}
 TASK=${TASK:-specdec_ende_l10n}
+TARGET_WARMUP=${TARGET_WARMUP:-500}
+TARGET_INIT_FROM=${TARGET_INIT_FROM:-}
+DRAFT_INIT_FROM=${DRAFT_INIT_FROM:-}
+DRAFT_GIN=${DRAFT_GIN:-configs/models/ende_shared_draft_small.gin}
 DRAFT_STEPS=${DRAFT_STEPS:-3000}
 DRAFT_LR=${DRAFT_LR:-1e-3}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-256}
@@ -130,7 +138,8 @@ background target $PY "${TRAIN[@]}" --gin_file=configs/models/ende_target_small.
   --gin_file=configs/runs/train.gin "${TINY[@]}" --gin.MODEL_DIR="'$WORK/target'" \
   --gin.TRAIN_STEPS=$MAX_STEPS --gin.SCHEDULE="'wsd'" --gin.train.time_budget_s=$TARGET_BUDGET \
   --gin.train.decay_fraction=0.25 --gin.OPTIMIZER="'adafactor'" --gin.LEARNING_RATE=$TARGET_LR \
-  --gin.WARMUP_STEPS=500 --gin.T5Config.dropout_rate=0.1 --gin.T5Config.dtype="'$TARGET_DTYPE'" \
+  --gin.WARMUP_STEPS=$TARGET_WARMUP ${TARGET_INIT_FROM:+--gin.INIT_FROM="'$TARGET_INIT_FROM'"} \
+  --gin.T5Config.dropout_rate=0.1 --gin.T5Config.dtype="'$TARGET_DTYPE'" \
   --gin.train.eval_examples=$EVAL_EXAMPLES --gin.STOP_TIME=$((T0 + TARGET_END_S + 30)) \
   --gin.EXPORT_DIR="'$WORK/target_export'"
 wait $!; RC_T=$?; tail_log target
@@ -150,8 +159,9 @@ DRAFT_COMMON=(--gin.TEACHER_DIR="'$SHIPPED/target'" --gin.TRAIN_STEPS=$DRAFT_STE
               --gin.LEARNING_RATE=$DRAFT_LR --gin.WARMUP_STEPS=100
               --gin.STOP_TIME=$((T0 + DRAFTS_END_S)) --gin.train.eval_examples=$EVAL_EXAMPLES
               --gin.train.alpha_examples=$EVAL_EXAMPLES)
-background draft "$PY" "${TRAIN[@]}" --gin_file=configs/models/ende_shared_draft_small.gin \
+background draft "$PY" "${TRAIN[@]}" --gin_file="$DRAFT_GIN" \
   --gin_file=configs/runs/distill_shared_encoder.gin "${TINY_SHARED[@]}" "${DRAFT_COMMON[@]}" \
+  ${DRAFT_INIT_FROM:+--gin.INIT_FROM="'$DRAFT_INIT_FROM'"} \
   --gin.MODEL_DIR="'$WORK/draft'" --gin.EXPORT_DIR="'$WORK/draft_export'"
 PID_D=$!
 SMALL_INIT=specdec/assets/checkpoints/ende/draft_small

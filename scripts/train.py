@@ -170,7 +170,8 @@ def train(*, model_config, model_dir: str = gin.REQUIRED, train_steps: int = gin
   (on a GPU, where a step is cheap and a compile is not, `(max_length,)` is one compile).
 
   `init_from`: a `T5Model.save` directory whose parameters start a new run (a warm start with a
-  fresh optimizer and schedule); its config must equal `model_config` up to dropout. Ignored once
+  fresh optimizer and schedule); its config must equal `model_config` up to dropout and dtype
+  (e.g. a `scripts/grow_model.py` output, or a shipped float32 target trained on in bfloat16). Ignored once
   MODEL_DIR holds a checkpoint (resuming wins).
 
   `distill_targets`: a `specdec.distill_data` file of (train input, teacher output) pairs, used
@@ -381,11 +382,12 @@ def _alpha(teacher, draft, inputs, *, gamma: int, batch_size: int, buckets) -> d
 
 
 def _warm_start_params(path: str, model_config):
-  """Parameters of the model directory `path`; ValueError if its config differs."""
+  """Parameters of the model directory `path`; ValueError if its config differs (dropout and
+  the activation dtype aside: parameters are float32 whatever either computes in)."""
   from specdec.loading import load_model  # pylint: disable=g-import-not-at-top
   saved = load_model(path)
-  mine = model_config.replace(dropout_rate=0.0)
-  theirs = saved.config.replace(dropout_rate=0.0)
+  mine = model_config.replace(dropout_rate=0.0, dtype="float32")
+  theirs = saved.config.replace(dropout_rate=0.0, dtype="float32")
   if mine != theirs:
     raise ValueError(f"init_from={path}: its config.json differs from the run's model config: "
                      f"{theirs} vs {mine}")
