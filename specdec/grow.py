@@ -79,19 +79,18 @@ def _split_rows(w: np.ndarray, k: int, rng: np.random.Generator, noise: float) -
   return blocks.reshape(k * w.shape[0], w.shape[1])
 
 
-def _grow_leaf(name: str, old: np.ndarray, fresh: np.ndarray, k: int,
+def _grow_leaf(path: tuple[str, ...], old: np.ndarray, fresh: np.ndarray, k: int,
                rng: np.random.Generator, noise: float) -> np.ndarray:
   """One parameter: `old` embedded in `fresh` (the new shape's initial value)."""
-  leaf = name.split("/")
-  out = np.array(fresh, np.float32, copy=True)
-  if leaf[-1] == "scale":  # RMS norm over the stream.
+  if path[-1] == "scale":  # RMS norm over the stream.
     return np.tile(old, k)
-  if leaf[-1] == "embedding":  # [vocab, emb]: the stream's first value.
+  if path[-1] == "embedding":  # [vocab, emb]: the stream's first value.
     return np.tile(old, (1, k))
-  if leaf[-1] == "rel_embedding":  # [heads, buckets]: new heads keep their fresh bias.
+  out = np.array(fresh, np.float32, copy=True)
+  if path[-1] == "rel_embedding":  # [heads, buckets]: new heads keep their fresh bias.
     out[:old.shape[0]] = old
     return out
-  if leaf[-2] in _WRITERS:  # [hidden, emb]: new hidden rows zero, columns repeated.
+  if path[-2] in _WRITERS:  # [hidden, emb]: new hidden rows zero, columns repeated.
     out[:] = 0.0
     out[:old.shape[0]] = np.tile(old, (1, k))
     return out
@@ -103,11 +102,10 @@ def _grow_leaf(name: str, old: np.ndarray, fresh: np.ndarray, k: int,
 
 def _grow_tree(old: Params, fresh: Params, *, k: int, layer_maps: dict, rng,
                noise: float) -> Params:
-  old_flat = {"/".join(p): np.asarray(v, np.float32)
-              for p, v in traverse_util.flatten_dict(old).items()}
+  old_flat = {p: np.asarray(v, np.float32) for p, v in traverse_util.flatten_dict(old).items()}
   grown, used = {}, set()
   for path, value in traverse_util.flatten_dict(fresh).items():
-    name = source = "/".join(path)
+    source = path
     if len(path) > 1 and path[1].startswith("layers_"):
       olds = layer_maps[path[0]]
       j = int(path[1][len("layers_"):])
@@ -115,14 +113,15 @@ def _grow_tree(old: Params, fresh: Params, *, k: int, layer_maps: dict, rng,
         v = np.array(value, np.float32, copy=True)
         grown[path] = np.zeros_like(v) if path[-2] in _WRITERS else v
         continue
-      source = "/".join((path[0], f"layers_{olds.index(j)}") + path[2:])
+      source = (path[0], f"layers_{olds.index(j)}") + path[2:]
     if source not in old_flat:
-      raise ValueError(f"the model has no parameter {source!r} to grow {name!r} from")
+      raise ValueError(f"the model has no parameter {'/'.join(source)!r} to grow "
+                       f"{'/'.join(path)!r} from")
     used.add(source)
-    grown[path] = _grow_leaf(name, old_flat[source], np.asarray(value), k, rng, noise)
+    grown[path] = _grow_leaf(path, old_flat[source], np.asarray(value), k, rng, noise)
   if set(old_flat) - used:
     raise ValueError(f"parameters the grown model has no place for: "
-                     f"{sorted(set(old_flat) - used)[:5]}")
+                     f"{sorted('/'.join(p) for p in set(old_flat) - used)[:5]}")
   return traverse_util.unflatten_dict(grown)
 
 
