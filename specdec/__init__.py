@@ -1,5 +1,11 @@
 """specdec: exact speculative decoding for T5 in JAX/Flax (Leviathan, Kalman & Matias, ICML 2023)."""
 
+# First, before anything can start JAX's backends: XLA's CPU dots through Eigen (see
+# specdec.xla_cpu; opt out with SPECDEC_XLA_CPU_DEFAULTS=0).
+from specdec import xla_cpu as _xla_cpu
+
+_xla_cpu.configure()
+
 from specdec import analysis
 from specdec import pretrained
 from specdec import simulated

@@ -243,19 +243,23 @@ def cpu_model() -> str:
 
 def machine_info(load_before: Iterable[float]) -> dict[str, Any]:
   """Where a measurement ran: platform, CPU model and count, jax version and device, the load
-  average (1, 5, 15 min) before (`load_before`, from `os.getloadavg()`) and now."""
+  average (1, 5, 15 min) before (`load_before`, from `os.getloadavg()`) and now, and XLA_FLAGS
+  (which kernels ran: see `specdec.xla_cpu`)."""
   device = jax.devices()[0]
   return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
           "jax": jax.__version__, "device": f"{device.platform} ({device.device_kind})",
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
 
 
 def machine_line(info: dict[str, Any]) -> str:
   """One line for a script to print beside its ratios, from `machine_info`'s dict, e.g.
-  "machine: AMD EPYC, 2 cores, jax 0.10.2 on cpu (cpu); load average 1.33 before, 1.73 after"."""
+  "machine: AMD EPYC, 2 cores, jax 0.10.2 on cpu (cpu); load average 1.33 before, 1.73 after",
+  then XLA_FLAGS where set."""
   return (f"machine: {info['cpu']}, {info['cpu_count']} cores, jax {info['jax']} on "
           f"{info['device']}; load average (1 min) {info['loadavg_before'][0]:.2f} before, "
-          f"{info['loadavg_after'][0]:.2f} after")
+          f"{info['loadavg_after'][0]:.2f} after"
+          + (f"; XLA_FLAGS={info['xla_flags']!r}" if info.get("xla_flags") else ""))
 
 
 def write_json(path: str, result: dict[str, Any]) -> None:

@@ -70,3 +70,5 @@ def test_machine_line_names_the_cpu_cores_device_and_load():
   assert f"{os.cpu_count()} cores" in line and info["device"] in line
   assert "load average (1 min) 1.25 before" in line
   assert info["loadavg_before"] == [1.25, 1.0, 0.5] and len(info["loadavg_after"]) == 3
+  assert info["xla_flags"] == os.environ.get("XLA_FLAGS", "")
+  assert (f"XLA_FLAGS={info['xla_flags']!r}" in line) == bool(info["xla_flags"])
