@@ -212,16 +212,30 @@ def measure_loop_times(models: dict[Any, Any], *, target, batch: int,
       raise ValueError(f"sizes must be positive block lengths, got {ks} for {name!r}")
   if steps < 1:
     raise ValueError(f"steps must be >= 1, got {steps}")
-  where = jnp.full((batch,), position, jnp.int32)
   fns = {}
   for name, model in models.items():
-    cache = _filled_cache(model, batch=batch, position=position, room=max(per_model[name]),
-                          encoder_length=encoder_length, seed=seed, target=target, fill=fill)
-    for k in per_model[name]:
-      tokens = random_prompts(batch, k, model.vocab_size, seed=seed + 2 + k)
-      fns[(name, k)] = functools.partial(_passes_in_a_loop, model, cache, where, tokens,
-                                         steps=steps)
+    for k, fn in loop_pass_fns(model, target=target, batch=batch, sizes=per_model[name],
+                               steps=steps, position=position, encoder_length=encoder_length,
+                               seed=seed, fill=fill).items():
+      fns[(name, k)] = fn
   return {key: t / steps for key, t in interleaved_medians(fns, repeats=repeats).items()}
+
+
+def loop_pass_fns(model, *, batch: int, sizes: Iterable[int], steps: int = 16,
+                  position: int = 64, encoder_length: int = 32, seed: int = 0,
+                  fill: bool = True, target=None) -> dict[int, Callable[[], Any]]:
+  """{k: fn}: each `fn()` runs `steps` cached passes of a `[batch, k]` block at `position`
+  inside one jitted `lax.fori_loop` (what `measure_loop_times` times), for callers that time
+  them interleaved with other work (one pass = the call's time / `steps`)."""
+  sizes = sorted(set(int(k) for k in sizes))
+  where = jnp.full((batch,), position, jnp.int32)
+  cache = _filled_cache(model, batch=batch, position=position, room=max(sizes),
+                        encoder_length=encoder_length, seed=seed, target=target, fill=fill)
+  fns = {}
+  for k in sizes:
+    tokens = random_prompts(batch, k, model.vocab_size, seed=seed + 2 + k)
+    fns[k] = functools.partial(_passes_in_a_loop, model, cache, where, tokens, steps=steps)
+  return fns
 
 
 def time_decode(fn: Callable[[], Any], *, repeats: int = 5) -> float:

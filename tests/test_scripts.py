@@ -173,6 +173,24 @@ def test_bench_argmax_times_both_and_checks_equality(tmp_path):
       script.main(bad)
 
 
+def test_loop_overhead_counts_calls_and_checks_tokens(tmp_path):
+  script = load_script("loop_overhead")
+  target_dir = tmp_path / "target"
+  T5Model.init(STAND_IN, 0).save(str(target_dir))
+  out = tmp_path / "loop.json"
+  result = script.main(["--checkpoint", str(target_dir), "--gammas", "2", "3", "--decode_len",
+                        "9", "--source_len", "5", "--repeats", "1", "--output", str(out)])
+  assert json.load(open(out))["rows"] == result["rows"]
+  for row in result["rows"]:
+    # Always right (alpha 1): every pass keeps gamma tokens and adds one.
+    assert row["target_calls"] == -(-9 // (row["gamma"] + 1))
+    assert row["same_tokens_as_baseline"] and row["alpha_realised"] == 1.0
+    assert row["efficiency"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
+  for bad in (["--alpha", "1.5"], ["--gammas", "0"], ["--repeats", "0"]):
+    with pytest.raises(SystemExit):
+      script.main(bad)
+
+
 def test_check_greedy_parity_passes_and_reports_a_planted_mismatch(stand_in_pair, monkeypatch):
   script = load_script("check_greedy_parity")
   assert script.first_mismatches(np.array([[5, 6, 7], [5, 6, 7]]),
