@@ -33,7 +33,7 @@ from specdec.speculative import speculative_generate
 _PAIR = flags.DEFINE_string("pair", "ende", "Shipped pair (see specdec.pretrained.names()).")
 _DRAFT = flags.DEFINE_string("draft", "draft", "Which of the pair's drafts proposes tokens "
                              "(PretrainedPair.draft_names(): e.g. draft, draft_plain).")
-_GAMMA = flags.DEFINE_integer("gamma", 3, "Draft tokens per target pass.")
+_GAMMA = flags.DEFINE_integer("gamma", 5, "Draft tokens per target pass (as the demo).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy; otherwise sample.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0: off).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: off).")
