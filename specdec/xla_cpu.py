@@ -3,9 +3,9 @@
 Speculative decoding needs a (γ+1)-token target pass to cost little more than a 1-token one
 (the verify cost v(γ); the paper assumes v = 1). Recent jaxlib offloads dots on the CPU to
 YNNPACK, whose kernels for a few rows are slow next to its 1-row one: with the shipped 48M
-target on a 2-core EPYC, v(7) = 2.6-2.9 through YNNPACK and 1.5-1.7 through Eigen, at the
-same 1-token step (7-8 ms); numbers and the command in results/xla_cpu_dots/. Eigen is
-XLA's older path, so older jaxlib (which did not offload dots) already behaved this way.
+target on a 2-core EPYC, a 6-8 token pass costs v(5..7) = 2.2-3.5 steps through YNNPACK and
+1.55-1.7 through Eigen, at the same 1-token step (7-10 ms); numbers and the command in
+results/xla_cpu_dots/. Eigen is XLA's older path: jaxlib 0.8 has no YNNPACK fusions at all.
 
 `configure()` appends `--xla_cpu_experimental_ynn_fusion_type=` (offload nothing to
 YNNPACK) to `XLA_FLAGS`; `import specdec` calls it. It changes which kernels run, never what
