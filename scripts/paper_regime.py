@@ -602,7 +602,7 @@ class Runner:
     measured = benchmarking.measure_costs(
         target, drafts, batch=batch, gammas=need_v, position=self.s.max_decode_len // 2,
         encoder_length=self.s.input_length, repeats=self.s.timing_repeats, fill=False,
-        room=max(self.s.gammas + self.s.v_gammas) + 1)
+        room=max(self.s.gammas + self.s.v_gammas) + 1, decode_fixed=False)
     seconds = time.perf_counter() - start
     costs.setdefault("target_step_s", measured["target_step_s"])
     costs["v"].update(measured["v"])

@@ -239,15 +239,33 @@ def _finite(x: float) -> float | None:
 def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                   gammas: Sequence[int], position: int, encoder_length: int,
                   repeats: int, fill: bool = True, room: int | None = None,
-                  in_loop: bool = True) -> dict[str, Any]:
-  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size.
+                  in_loop: bool = True, decode_fixed: bool = True) -> dict[str, Any]:
+  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size, and the
+  fixed cost of one decode (`fixed_s`: a 1-token `generate` minus t₁: the encoder pass over
+  `encoder_length` tokens, cache set-up and dispatch, which both decoders pay once per call).
 
   `in_loop` (default): every pass timed inside a jitted loop (`timing.measure_loop_times`), as
   the decoders run them, with no per-call dispatch in t₁, v or c. Otherwise each pass is one
   call (`timing.measure_block_times`; `fill`, `room`: see there; one room for all calls on a
-  model compiles its start and single-token step once).
+  model compiles its start and single-token step once). `decode_fixed=False` skips `fixed_s`
+  (None; it costs a compile of the 1-token `generate`).
   """
   sizes = [1] + [g + 1 for g in gammas]
+  costs = _step_costs(target, drafts, batch=batch, gammas=gammas, sizes=sizes,
+                      position=position, encoder_length=encoder_length, repeats=repeats,
+                      fill=fill, room=room, in_loop=in_loop)
+  costs["fixed_s"] = None
+  if decode_fixed:
+    # What every decode pays once, whatever its length: the encoder pass, set-up, dispatch.
+    prompts = timing.random_prompts(batch, encoder_length, target.vocab_size, seed=1)
+    one_step = lambda: generate(target, prompts, max_decode_len=1, eos_id=None).tokens
+    decode_1_s = timing.median_seconds(one_step, repeats=repeats)
+    costs["fixed_s"] = max(decode_1_s - costs["target_step_s"], 0.0)
+  return costs
+
+
+def _step_costs(target, drafts, *, batch, gammas, sizes, position, encoder_length, repeats,
+                fill, room, in_loop) -> dict[str, Any]:
   if in_loop:
     models = {"target": target, **{("draft", name): d for name, d in drafts.items()}}
     times = timing.measure_loop_times(
@@ -389,6 +407,13 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
       identical_to_baseline=(all(p["identical"] for p in per) if temperature == 0 else None),
       compile_s=compile_s)
   ratio = lambda a, b: None if a is None or b is None else a / b
+  fixed = costs.get("fixed_s")  # Absent from results written before 2026-12-01.
+  row["fixed_ms_per_decode"] = None if fixed is None else fixed * 1e3
+  row["predicted_speedup_decode"] = (
+      decode_speedup(row["expected_tokens"], cost_in_steps, steps=steps, decodes=len(groups),
+                     fixed_in_steps=fixed / t1)
+      if modelled and fixed is not None else None)
+  row["ratio_decode"] = ratio(row["measured_speedup"], row["predicted_speedup_decode"])
   row["speedup_from_measured_tokens"] = row["tokens_per_call"] / cost_in_steps
   row["ratio_paper"] = ratio(row["measured_speedup"], row["predicted_speedup_paper"])
   row["ratio_v"] = ratio(row["measured_speedup"], row["predicted_speedup_v"])
@@ -402,6 +427,16 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   row["shortfall"] = modelled and row["ratio_v"] < SHORTFALL
   row["explanation"] = explain(row) if row["shortfall"] else None
   return row
+
+
+def decode_speedup(expected_tokens: float, cost_in_steps: float, *, steps: int, decodes: int,
+                   fixed_in_steps: float) -> float:
+  """The cost model's speedup of whole decodes: S baseline steps over `decodes` calls, each call
+  paying `fixed_in_steps` target steps once (the encoder pass) on both sides, the speculative
+  loop S / expected_tokens iterations of `cost_in_steps` (γc + v) each. With no fixed cost it
+  is the v-aware prediction, expected_tokens / cost_in_steps."""
+  fixed = decodes * fixed_in_steps
+  return (fixed + steps) / (fixed + steps / expected_tokens * cost_in_steps)
 
 
 def run_task(setup: TaskSetup, *, temperatures: Sequence[float], gammas: Sequence[int],
@@ -431,7 +466,8 @@ def run_task(setup: TaskSetup, *, temperatures: Sequence[float], gammas: Sequenc
                           position=max_decode_len // 2, encoder_length=prompts.shape[1],
                           repeats=timing_repeats)
     all_costs[batch] = costs
-    log(f"[{setup.name}] batch {batch}: t1 {costs['target_step_s'] * 1e3:.3f} ms, "
+    log(f"[{setup.name}] batch {batch}: t1 {costs['target_step_s'] * 1e3:.3f} ms, fixed "
+        f"{(costs['fixed_s'] or 0.0) * 1e3:.1f} ms per decode, "
         f"v {', '.join(f'{g}:{v:.2f}' for g, v in costs['v'].items())}, "
         f"c {', '.join(f'{k}:{c:.3f}' for k, c in costs['c'].items())} "
         f"({time.perf_counter() - start:.0f} s)")
@@ -450,7 +486,8 @@ def run_task(setup: TaskSetup, *, temperatures: Sequence[float], gammas: Sequenc
                          compile_s=unit["compile_s"][(draft, gamma, variant)])
           rows.append(row)
           predicted = ("" if row["predicted_speedup_v"] is None else
-                       f", predicted {row['predicted_speedup_v']:.2f}x (v), "
+                       f", predicted {row['predicted_speedup_decode']:.2f}x (v + encoder), "
+                       f"{row['predicted_speedup_v']:.2f}x (v), "
                        f"{row['predicted_speedup_paper']:.2f}x (paper)")
           log(f"  T={temperature:g} b={batch} {draft:>13} γ={gamma} [{variant.label}]: "
               f"α {row['alpha']:.2f}, tok/call {row['tokens_per_call']:.2f}, measured "
@@ -483,6 +520,8 @@ def best_gamma_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     measured_speedup=best["measured_speedup"],
                     predicted_speedup_v=best["predicted_speedup_v"],
                     ratio_v=best["ratio_v"],
+                    predicted_speedup_decode=best.get("predicted_speedup_decode"),
+                    ratio_decode=best.get("ratio_decode"),
                     predicted_best_gamma_v=pred_v["gamma"] if pred_v else None,
                     predicted_best_gamma_paper=pred_p["gamma"] if pred_p else None,
                     measured_at_predicted_gamma_v=(pred_v["measured_speedup"] if pred_v
@@ -633,34 +672,39 @@ def markdown(result: Mapping[str, Any]) -> str:
   lines += ["", "Speedup = baseline `generate` time / `speculative_generate` time on the same "
             "prompts (medians of interleaved runs, compile excluded). Predicted: the cost "
             "model (1 − α^(γ+1)) / ((1 − α)(γc + v)) with v = 1 (paper) or the measured v(γ), "
-            "for the token rule at fixed γ only; block verification and adaptive γ are "
+            "and \"v + encoder\": the same per iteration, over whole decodes that each also pay "
+            "the encoder pass and set-up once on both sides (`decode_speedup`; fixed ms per "
+            "decode below), for the token rule at fixed γ only; block verification and adaptive γ are "
             "measured only (–), see \"From measured tokens/call\" below. Lenience < 1 is not "
             "exact (it changes the output distribution). α for block verification is "
             "accepted / (accepted + rejected iterations), not the paper's per-token α.", "",
             "## Results", "",
             "| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
             "| tokens/call | drafted/call | c | v(γ) | predicted (paper) | predicted (v-aware) "
-            "| measured | measured/predicted (paper) | measured/predicted (v-aware) |",
-            "|" + "---|" * 18]
+            "| predicted (v + encoder) | measured | measured/predicted (paper) "
+            "| measured/predicted (v-aware) | measured/predicted (v + encoder) |",
+            "|" + "---|" * 20]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
                  f"{r['temperature']:g} | {r['gamma']} | {r['verification']} | "
                  f"{_fmt(r['threshold'])} | {_fmt(r['lenience'])} | {_fmt(r['alpha'])} | "
                  f"{_fmt(r['tokens_per_call'])} | {_fmt(r['drafted_per_call'])} | "
                  f"{_fmt(r['c'], 3)} | {_fmt(r['v'])} | {_x(r['predicted_speedup_paper'])} | "
-                 f"{_x(r['predicted_speedup_v'])} | {_x(r['measured_speedup'])} | "
-                 f"{_fmt(r['ratio_paper'])} | {_fmt(r['ratio_v'])} |")
+                 f"{_x(r['predicted_speedup_v'])} | {_x(r.get('predicted_speedup_decode'))} | "
+                 f"{_x(r['measured_speedup'])} | {_fmt(r['ratio_paper'])} | "
+                 f"{_fmt(r['ratio_v'])} | {_fmt(r.get('ratio_decode'))} |")
   lines += ["", "## Best γ per setting", "",
             "| Task | Batch | Draft | Temp | variant | best γ (measured) | α | tokens/call "
-            "| measured | predicted (v-aware) | measured/predicted | model's γ (v-aware) "
-            "| model's γ (paper) |",
-            "|" + "---|" * 13]
+            "| measured | predicted (v-aware) | measured/predicted | predicted (v + encoder) "
+            "| measured/predicted (v + encoder) | model's γ (v-aware) | model's γ (paper) |",
+            "|" + "---|" * 15]
   for b in result["best"]:
     lines.append(f"| {b['task']} | {b['batch']} | {DRAFT_LABELS.get(b['draft'], b['draft'])} | "
                  f"{b['temperature']:g} | {b['variant']} | {b['best_gamma']} | "
                  f"{_fmt(b['alpha'])} | {_fmt(b['tokens_per_call'])} | "
                  f"{_x(b['measured_speedup'])} | {_x(b['predicted_speedup_v'])} | "
-                 f"{_fmt(b['ratio_v'])} | {_fmt(b['predicted_best_gamma_v'])} | "
+                 f"{_fmt(b['ratio_v'])} | {_x(b.get('predicted_speedup_decode'))} | "
+                 f"{_fmt(b.get('ratio_decode'))} | {_fmt(b['predicted_best_gamma_v'])} | "
                  f"{_fmt(b['predicted_best_gamma_paper'])} |")
   lines += comparison_markdown(result.get("comparisons") or comparisons(rows))
   lines += ["", "## Where the time goes", "",
@@ -672,9 +716,9 @@ def markdown(result: Mapping[str, Any]) -> str:
             "given the tokens actually kept.", "",
             "| Task | Batch | Draft | Temp | γ | variant | iterations | draft passes/iteration "
             "| ms/iteration | predicted ms/iteration | overhead ms/iteration | baseline ms/step "
-            "| t1 ms | steps/iteration | expected tokens | token factor | cost factor "
-            "| from measured tokens/call |",
-            "|" + "---|" * 18]
+            "| t1 ms | fixed ms/decode | steps/iteration | expected tokens | token factor "
+            "| cost factor | from measured tokens/call |",
+            "|" + "---|" * 19]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
                  f"{r['temperature']:g} | {r['gamma']} | {r['variant']} | {r['iterations']} | "
@@ -682,7 +726,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                  f"{_fmt(r['ms_per_iteration'], 3)} | {_fmt(r['predicted_ms_per_iteration'], 3)} "
                  f"| {_fmt(r['overhead_ms_per_iteration'], 3)} | "
                  f"{_fmt(r['ms_per_baseline_step'], 3)} | {_fmt(r['target_step_ms'], 3)} | "
-                 f"{_fmt(r['steps_per_iteration'])} | {_fmt(r['expected_tokens'])} | "
+                 f"{_fmt(r.get('fixed_ms_per_decode'), 1)} | {_fmt(r['steps_per_iteration'])} | {_fmt(r['expected_tokens'])} | "
                  f"{_fmt(r['token_factor'])} | {_fmt(r['cost_factor'])} | "
                  f"{_x(r['speedup_from_measured_tokens'])} |")
   short = [r for r in rows if r["shortfall"]]

@@ -76,7 +76,7 @@ def test_outputs_written_with_every_row(micro_run):
   md = (out / "benchmark.md").read_text()
   results = md[md.index("## Results"):md.index("## Best γ per setting")]
   table = [line for line in results.splitlines() if line.startswith("| toy | 1 |")]
-  assert len(table) == len(rows) and all(line.count("|") == 19 for line in table)
+  assert len(table) == len(rows) and all(line.count("|") == 21 for line in table)
   assert ("| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
           "| tokens/call | drafted/call | c | v(γ) |") in md
   assert "identical to `generate`'s: 6 of 6 settings" in md
@@ -123,6 +123,13 @@ def test_rows_are_finite_and_self_consistent(micro_run):
     assert r["measured_speedup"] == pytest.approx(r["baseline_s"] / r["speculative_s"])
     assert r["ratio_v"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup_v"])
     assert r["ratio_v"] == pytest.approx(r["token_factor"] * r["cost_factor"])
+    # Whole decodes: 2 prompt groups (batch 1), each paying the fixed cost once on both sides.
+    fixed = costs["fixed_s"] / costs["target_step_s"]
+    assert costs["fixed_s"] >= 0 and r["fixed_ms_per_decode"] == costs["fixed_s"] * 1e3
+    assert r["predicted_speedup_decode"] == pytest.approx(
+        (2 * fixed + r["baseline_steps"]) / (2 * fixed + r["baseline_steps"]
+                                             / r["expected_tokens"] * r["predicted_cost_in_steps"]))
+    assert r["ratio_decode"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup_decode"])
     assert r["measured_speedup"] == pytest.approx(
         r["steps_per_iteration"] / r["cost_per_iteration_in_steps"])
     assert r["predicted_ms_per_iteration"] + r["overhead_ms_per_iteration"] == pytest.approx(
@@ -146,7 +153,18 @@ def test_adaptive_rows(micro_run):
     assert r["speedup_from_measured_tokens"] == pytest.approx(
         r["tokens_per_call"] / (r["draft_passes_per_iteration"] * r["c"] + r["v"]))
     assert r["ratio_v"] is None and r["token_factor"] is None and r["shortfall"] is False
+    assert r["predicted_speedup_decode"] is None and r["ratio_decode"] is None
     assert r["identical_to_baseline"] is True
+
+
+def test_decode_speedup_reduces_to_the_v_aware_model_without_a_fixed_cost():
+  assert benchmarking.decode_speedup(3.0, 1.5, steps=40, decodes=4, fixed_in_steps=0.0) == (
+      pytest.approx(3.0 / 1.5))
+  # A fixed cost paid by both sides pulls the speedup toward 1, the more the shorter the decode.
+  short = benchmarking.decode_speedup(3.0, 1.5, steps=10, decodes=1, fixed_in_steps=3.0)
+  long = benchmarking.decode_speedup(3.0, 1.5, steps=100, decodes=1, fixed_in_steps=3.0)
+  assert 1.0 < short < long < 2.0
+  assert short == pytest.approx(13.0 / (3.0 + 10 / 3.0 * 1.5))
 
 
 def test_variants_and_comparisons():
