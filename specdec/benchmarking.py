@@ -407,7 +407,8 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
       identical_to_baseline=(all(p["identical"] for p in per) if temperature == 0 else None),
       compile_s=compile_s)
   ratio = lambda a, b: None if a is None or b is None else a / b
-  fixed = costs.get("fixed_s")  # Absent from results written before 2026-12-01.
+  # None or absent: not measured (measure_costs(decode_fixed=False); paper_regime's own costs).
+  fixed = costs.get("fixed_s")
   row["fixed_ms_per_decode"] = None if fixed is None else fixed * 1e3
   row["predicted_speedup_decode"] = (
       decode_speedup(row["expected_tokens"], cost_in_steps, steps=steps, decodes=len(groups),
@@ -674,7 +675,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             "model (1 − α^(γ+1)) / ((1 − α)(γc + v)) with v = 1 (paper) or the measured v(γ), "
             "and \"v + encoder\": the same per iteration, over whole decodes that each also pay "
             "the encoder pass and set-up once on both sides (`decode_speedup`; fixed ms per "
-            "decode below), for the token rule at fixed γ only; block verification and adaptive γ are "
+            "decode below), for the token rule at fixed γ only; block verification and "
+            "adaptive γ are "
             "measured only (–), see \"From measured tokens/call\" below. Lenience < 1 is not "
             "exact (it changes the output distribution). α for block verification is "
             "accepted / (accepted + rejected iterations), not the paper's per-token α.", "",
@@ -726,7 +728,8 @@ def markdown(result: Mapping[str, Any]) -> str:
                  f"{_fmt(r['ms_per_iteration'], 3)} | {_fmt(r['predicted_ms_per_iteration'], 3)} "
                  f"| {_fmt(r['overhead_ms_per_iteration'], 3)} | "
                  f"{_fmt(r['ms_per_baseline_step'], 3)} | {_fmt(r['target_step_ms'], 3)} | "
-                 f"{_fmt(r.get('fixed_ms_per_decode'), 1)} | {_fmt(r['steps_per_iteration'])} | {_fmt(r['expected_tokens'])} | "
+                 f"{_fmt(r.get('fixed_ms_per_decode'), 1)} | {_fmt(r['steps_per_iteration'])} | "
+                 f"{_fmt(r['expected_tokens'])} | "
                  f"{_fmt(r['token_factor'])} | {_fmt(r['cost_factor'])} | "
                  f"{_x(r['speedup_from_measured_tokens'])} |")
   short = [r for r in rows if r["shortfall"]]
