@@ -240,8 +240,9 @@ def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                   gammas: Sequence[int], position: int, encoder_length: int,
                   repeats: int, fill: bool = True, room: int | None = None,
                   in_loop: bool = True, decode_fixed: bool = True) -> dict[str, Any]:
-  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size, and the
-  fixed cost of one decode (`fixed_s`: a 1-token `generate` minus t₁: the encoder pass over
+  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size, c₂ per
+  draft (its 2-token pass over t₁, in-loop only, else None: `propose`'s catch-up feeds the draft
+  2 tokens once per iteration, and on a CPU 2 rows can cost well over one), and the fixed cost of one decode (`fixed_s`: a 1-token `generate` minus t₁: the encoder pass over
   `encoder_length` tokens, cache set-up and dispatch, which both decoders pay once per call).
 
   `in_loop` (default): every pass timed inside a jitted loop (`timing.measure_loop_times`), as
@@ -271,11 +272,14 @@ def _step_costs(target, drafts, *, batch, gammas, sizes, position, encoder_lengt
     times = timing.measure_loop_times(
         models, target=target, batch=batch, position=position, repeats=repeats,
         encoder_length=encoder_length, fill=fill,
-        sizes={key: (sizes if key == "target" else [1]) for key in models})
+        sizes={key: (sizes if key == "target" else [1, 2]) for key in models})
     t1 = times[("target", 1)]
     return {"target_step_s": t1, "block_s": {k: times[("target", k)] for k in sizes},
             "v": {g: times[("target", g + 1)] / t1 for g in gammas},
-            "c": {name: times[(("draft", name), 1)] / t1 for name in drafts}, "method": "in_loop"}
+            "c": {name: times[(("draft", name), 1)] / t1 for name in drafts},
+            # The draft's 2-token catch-up pass (`proposal.catch_up`), once per iteration.
+            "c2": {name: times[(("draft", name), 2)] / t1 for name in drafts},
+            "method": "in_loop"}
   room = room or max(sizes)
   times = timing.measure_block_times(target, batch=batch, sizes=sizes, position=position,
                                      repeats=repeats, encoder_length=encoder_length, fill=fill,
@@ -285,7 +289,8 @@ def _step_costs(target, drafts, *, batch, gammas, sizes, position, encoder_lengt
                                        room=room)
        for name, draft in drafts.items()}
   return {"target_step_s": times[1], "block_s": {k: times[k] for k in sizes},
-          "v": {g: times[g + 1] / times[1] for g in gammas}, "c": c, "method": "one_call"}
+          "v": {g: times[g + 1] / times[1] for g in gammas}, "c": c, "c2": None,
+          "method": "one_call"}
 
 
 def _capture(fn: Callable[[], Any], box: dict, key: Any) -> Callable[[], Any]:
@@ -362,6 +367,8 @@ def explain(row: Mapping[str, Any]) -> str:
           f"{row['cost_factor']:.2f} (an iteration cost {row['cost_per_iteration_in_steps']:.2f} "
           f"baseline steps vs gamma*c+v = {row['predicted_cost_in_steps']:.2f}); loop overhead "
           f"{row['overhead_ms_per_iteration']:.3f} ms/iteration "
+          f"(the draft's 2-token catch-up beyond one step: "
+          f"{row['catch_up_extra_steps'] * row['target_step_ms']:.3f} ms of it) "
           f"({row['overhead_share']:.0%} of {row['ms_per_iteration']:.3f} ms) vs "
           f"{row['baseline_overhead_ms_per_step']:.3f} ms per baseline step "
           f"(t1 = {row['target_step_ms']:.3f} ms)")
@@ -384,6 +391,9 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   modelled = variant.modelled
   passes = total("draft_passes") / iterations  # γ at fixed γ.
   cost_in_steps = passes * c + v
+  # One of those passes is the 2-token catch-up: c₂ where measured (in-loop costs), else c.
+  c2 = (costs.get("c2") or {}).get(draft)
+  catch_up_extra = 0.0 if c2 is None else c2 - c
   row = dict(
       task=task, draft=draft, temperature=float(temperature), gamma=int(gamma), batch=int(batch),
       verification=variant.verification, threshold=variant.threshold,
@@ -392,6 +402,7 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
       target_calls=calls, alpha=alpha, tokens_per_call=(accepted + calls) / calls,
       drafted_per_call=total("drafted") / calls, draft_passes_per_iteration=passes,
       expected_tokens=analysis.expected_tokens(alpha, gamma) if modelled else None, c=c, v=v,
+      c2=c2, catch_up_extra_steps=catch_up_extra,
       predicted_speedup_paper=(analysis.walltime_improvement(alpha, gamma, c) if modelled
                                else None),
       predicted_speedup_v=(analysis.walltime_improvement(alpha, gamma, c, v) if modelled
@@ -411,8 +422,8 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   fixed = costs.get("fixed_s")
   row["fixed_ms_per_decode"] = None if fixed is None else fixed * 1e3
   row["predicted_speedup_decode"] = (
-      decode_speedup(row["expected_tokens"], cost_in_steps, steps=steps, decodes=len(groups),
-                     fixed_in_steps=fixed / t1)
+      decode_speedup(row["expected_tokens"], cost_in_steps + catch_up_extra, steps=steps,
+                     decodes=len(groups), fixed_in_steps=fixed / t1)
       if modelled and fixed is not None else None)
   row["ratio_decode"] = ratio(row["measured_speedup"], row["predicted_speedup_decode"])
   row["speedup_from_measured_tokens"] = row["tokens_per_call"] / cost_in_steps
@@ -673,7 +684,8 @@ def markdown(result: Mapping[str, Any]) -> str:
   lines += ["", "Speedup = baseline `generate` time / `speculative_generate` time on the same "
             "prompts (medians of interleaved runs, compile excluded). Predicted: the cost "
             "model (1 − α^(γ+1)) / ((1 − α)(γc + v)) with v = 1 (paper) or the measured v(γ), "
-            "and \"v + encoder\": the same per iteration, over whole decodes that each also pay "
+            "and \"v + encoder\": the same per iteration with the draft's 2-token catch-up pass at "
+            "its measured cost c₂ (instead of c), over whole decodes that each also pay "
             "the encoder pass and set-up once on both sides (`decode_speedup`; fixed ms per "
             "decode below), for the token rule at fixed γ only; block verification and "
             "adaptive γ are "
@@ -682,16 +694,17 @@ def markdown(result: Mapping[str, Any]) -> str:
             "accepted / (accepted + rejected iterations), not the paper's per-token α.", "",
             "## Results", "",
             "| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
-            "| tokens/call | drafted/call | c | v(γ) | predicted (paper) | predicted (v-aware) "
+            "| tokens/call | drafted/call | c | c₂ | v(γ) | predicted (paper) | predicted (v-aware) "
             "| predicted (v + encoder) | measured | measured/predicted (paper) "
             "| measured/predicted (v-aware) | measured/predicted (v + encoder) |",
-            "|" + "---|" * 20]
+            "|" + "---|" * 21]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
                  f"{r['temperature']:g} | {r['gamma']} | {r['verification']} | "
                  f"{_fmt(r['threshold'])} | {_fmt(r['lenience'])} | {_fmt(r['alpha'])} | "
                  f"{_fmt(r['tokens_per_call'])} | {_fmt(r['drafted_per_call'])} | "
-                 f"{_fmt(r['c'], 3)} | {_fmt(r['v'])} | {_x(r['predicted_speedup_paper'])} | "
+                 f"{_fmt(r['c'], 3)} | {_fmt(r.get('c2'), 3)} | {_fmt(r['v'])} | "
+                 f"{_x(r['predicted_speedup_paper'])} | "
                  f"{_x(r['predicted_speedup_v'])} | {_x(r.get('predicted_speedup_decode'))} | "
                  f"{_x(r['measured_speedup'])} | {_fmt(r['ratio_paper'])} | "
                  f"{_fmt(r['ratio_v'])} | {_fmt(r.get('ratio_decode'))} |")

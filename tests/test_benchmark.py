@@ -76,9 +76,9 @@ def test_outputs_written_with_every_row(micro_run):
   md = (out / "benchmark.md").read_text()
   results = md[md.index("## Results"):md.index("## Best γ per setting")]
   table = [line for line in results.splitlines() if line.startswith("| toy | 1 |")]
-  assert len(table) == len(rows) and all(line.count("|") == 21 for line in table)
+  assert len(table) == len(rows) and all(line.count("|") == 22 for line in table)
   assert ("| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
-          "| tokens/call | drafted/call | c | v(γ) |") in md
+          "| tokens/call | drafted/call | c | c₂ | v(γ) |") in md
   assert "identical to `generate`'s: 6 of 6 settings" in md
   assert "## Best fixed γ vs adaptive γ" in md
   assert "## Best γ per setting" in md and "## Where the time goes" in md
@@ -126,9 +126,13 @@ def test_rows_are_finite_and_self_consistent(micro_run):
     # Whole decodes: 2 prompt groups (batch 1), each paying the fixed cost once on both sides.
     fixed = costs["fixed_s"] / costs["target_step_s"]
     assert costs["fixed_s"] >= 0 and r["fixed_ms_per_decode"] == costs["fixed_s"] * 1e3
+    # The draft's 2-token catch-up pass, measured in the loop like c.
+    assert r["c2"] == costs["c2"][r["draft"]] > 0
+    assert r["catch_up_extra_steps"] == r["c2"] - r["c"]
+    per_iteration = r["predicted_cost_in_steps"] + r["catch_up_extra_steps"]
     assert r["predicted_speedup_decode"] == pytest.approx(
         (2 * fixed + r["baseline_steps"]) / (2 * fixed + r["baseline_steps"]
-                                             / r["expected_tokens"] * r["predicted_cost_in_steps"]))
+                                             / r["expected_tokens"] * per_iteration))
     assert r["ratio_decode"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup_decode"])
     assert r["measured_speedup"] == pytest.approx(
         r["steps_per_iteration"] / r["cost_per_iteration_in_steps"])
