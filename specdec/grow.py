@@ -125,6 +125,14 @@ def _grow_tree(old: Params, fresh: Params, *, k: int, layer_maps: dict, rng,
   return traverse_util.unflatten_dict(grown)
 
 
+def _check_noise(noise: Any) -> float:
+  if isinstance(noise, bool) or not isinstance(noise, (int, float)):
+    raise TypeError(f"noise must be a number, got {noise!r}")
+  if not noise >= 0:  # Also rejects NaN.
+    raise ValueError(f"noise must be >= 0, got {noise}")
+  return float(noise)
+
+
 def grow_t5(model: T5Model, config: T5Config, *, seed: int = 0, noise: float = 1e-3) -> T5Model:
   """`model` grown to `config` with the same outputs (see the module docstring).
 
@@ -134,8 +142,7 @@ def grow_t5(model: T5Model, config: T5Config, *, seed: int = 0, noise: float = 1
   """
   if not isinstance(model, T5Model):
     raise TypeError(f"model must be a T5Model, got {type(model).__name__}")
-  if noise < 0:
-    raise ValueError(f"noise must be >= 0, got {noise}")
+  noise = _check_noise(noise)
   k = _check(model.config, config)
   fresh = jax.device_get(T5Model.init(config, seed).params)
   maps = {"encoder": layer_map(model.config.num_encoder_layers, config.num_encoder_layers),
@@ -156,6 +163,7 @@ def grow_shared_encoder_draft(draft: Any, target: T5Model, *, seed: int = 0,
     raise TypeError(f"draft must be a SharedEncoderDraft, got {type(draft).__name__}")
   if not isinstance(target, T5Model):
     raise TypeError(f"target must be a T5Model, got {type(target).__name__}")
+  noise = _check_noise(noise)
   old = draft.config
   if target.config.vocab_size != old.vocab_size:
     raise ValueError(f"target.vocab_size {target.config.vocab_size} differs from the draft's "

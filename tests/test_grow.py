@@ -104,8 +104,11 @@ def test_bad_arguments(small):
     grow.grow_t5(small.params, BIG)
   with pytest.raises(TypeError, match="config must be a T5Config"):
     grow.grow_t5(small, {"emb_dim": 32})
-  with pytest.raises(ValueError, match="noise must be >= 0"):
-    grow.grow_t5(small, BIG, noise=-1.0)
+  for bad in (-1.0, float("nan")):
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+      grow.grow_t5(small, BIG, noise=bad)
+  with pytest.raises(TypeError, match="noise must be a number"):
+    grow.grow_t5(small, BIG, noise="0.01")
   tied = small.replace(config=TINY.replace(logits_via_embedding=True))  # Refused before params.
   with pytest.raises(ValueError, match="tied logits"):
     grow.grow_t5(tied, BIG.replace(logits_via_embedding=True))
@@ -126,6 +129,8 @@ def test_grown_shared_encoder_draft_reads_the_grown_target(small, big, inputs):
     grow.grow_shared_encoder_draft(small, big)
   with pytest.raises(ValueError, match="not a multiple"):
     grow.grow_shared_encoder_draft(draft, big.replace(config=TINY.replace(emb_dim=24)))
+  with pytest.raises(ValueError, match="noise must be >= 0"):
+    grow.grow_shared_encoder_draft(draft, big, noise=-1e-3)
 
 
 def test_grow_model_script(tmp_path, capsys):
