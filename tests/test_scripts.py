@@ -191,6 +191,23 @@ def test_loop_overhead_counts_calls_and_checks_tokens(tmp_path):
       script.main(bad)
 
 
+def test_loop_overhead_with_a_real_draft(stand_in_pair, tmp_path):
+  """--draft: the simulated draft pays a real (shared-encoder) draft's cost, α stays exact, and
+  the ideal counts the draft's 2-token catch-up and γ − 1 single steps per iteration."""
+  script = load_script("loop_overhead")
+  pair = os.path.join(stand_in_pair, "ende")
+  result = script.main(["--checkpoint", os.path.join(pair, "target"), "--draft",
+                        os.path.join(pair, "draft"), "--gammas", "3", "--decode_len", "8",
+                        "--source_len", "5", "--repeats", "1", "--output", ""])
+  d1, d2 = result["draft_pass_ms"][1], result["draft_pass_ms"][2]
+  assert d1 > 0 and d2 > 0 and result["draft_params"] > 0
+  (row,) = result["rows"]
+  assert row["same_tokens_as_baseline"] and row["target_calls"] == 2  # ceil(8 / 4).
+  assert row["draft_ms_per_iteration"] == pytest.approx(d2 + 2 * d1)
+  assert row["overhead_ms_per_iteration"] == pytest.approx(
+      row["ms_per_iteration"] - row["pass_ms"] - row["draft_ms_per_iteration"])
+
+
 def test_check_greedy_parity_passes_and_reports_a_planted_mismatch(stand_in_pair, monkeypatch):
   script = load_script("check_greedy_parity")
   assert script.first_mismatches(np.array([[5, 6, 7], [5, 6, 7]]),
