@@ -240,9 +240,10 @@ def measure_costs(target: Any, drafts: Mapping[str, Draft], *, batch: int,
                   gammas: Sequence[int], position: int, encoder_length: int,
                   repeats: int, fill: bool = True, room: int | None = None,
                   in_loop: bool = True, decode_fixed: bool = True) -> dict[str, Any]:
-  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size, c₂ per
-  draft (its 2-token pass over t₁, in-loop only, else None: `propose`'s catch-up feeds the draft
-  2 tokens once per iteration, and on a CPU 2 rows can cost well over one), and the fixed cost of one decode (`fixed_s`: a 1-token `generate` minus t₁: the encoder pass over
+  """t₁ (seconds of one cached target step), v(γ) and c per draft at this batch size; c₂ per
+  draft (its 2-token pass over t₁; in-loop only, else None: `propose`'s catch-up feeds the draft
+  2 tokens once per iteration, and on a CPU 2 rows can cost well over one); and the fixed cost
+  of one decode (`fixed_s`: a 1-token `generate` minus t₁: the encoder pass over
   `encoder_length` tokens, cache set-up and dispatch, which both decoders pay once per call).
 
   `in_loop` (default): every pass timed inside a jitted loop (`timing.measure_loop_times`), as
@@ -367,9 +368,9 @@ def explain(row: Mapping[str, Any]) -> str:
           f"{row['cost_factor']:.2f} (an iteration cost {row['cost_per_iteration_in_steps']:.2f} "
           f"baseline steps vs gamma*c+v = {row['predicted_cost_in_steps']:.2f}); loop overhead "
           f"{row['overhead_ms_per_iteration']:.3f} ms/iteration "
-          f"(the draft's 2-token catch-up beyond one step: "
-          f"{row['catch_up_extra_steps'] * row['target_step_ms']:.3f} ms of it) "
-          f"({row['overhead_share']:.0%} of {row['ms_per_iteration']:.3f} ms) vs "
+          f"({row['overhead_share']:.0%} of {row['ms_per_iteration']:.3f} ms; the draft's 2-token "
+          f"catch-up beyond one step: "
+          f"{row['catch_up_extra_steps'] * row['target_step_ms']:.3f} ms of it) vs "
           f"{row['baseline_overhead_ms_per_step']:.3f} ms per baseline step "
           f"(t1 = {row['target_step_ms']:.3f} ms)")
 
@@ -694,8 +695,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             "accepted / (accepted + rejected iterations), not the paper's per-token α.", "",
             "## Results", "",
             "| Task | Batch | Draft | Temp | γ | verification | threshold | lenience | α "
-            "| tokens/call | drafted/call | c | c₂ | v(γ) | predicted (paper) | predicted (v-aware) "
-            "| predicted (v + encoder) | measured | measured/predicted (paper) "
+            "| tokens/call | drafted/call | c | c₂ | v(γ) | predicted (paper) "
+            "| predicted (v-aware) | predicted (v + encoder) | measured | measured/predicted (paper) "
             "| measured/predicted (v-aware) | measured/predicted (v + encoder) |",
             "|" + "---|" * 21]
   for r in rows:

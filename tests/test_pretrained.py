@@ -5,8 +5,8 @@ Numbers from the shipped checkpoints (see specdec/assets/checkpoints/ende/TRAINI
 2026-12-01 the target is the 48M one of T5 v1.1-small's shape). On these 64 sentences the target
 scores BLEU 21.96 against 6.27 for copying (bars: 20, and copy + 5); greedy α (γ = 4) is 0.863
 for the shared-encoder draft (`pair.draft`, bar 0.83: 0.848 on 128 test inputs, 0.842 on 128
-validation inputs; re-distilled 2026-12-01, 1295 steps), 0.618 for the small T5 draft distilled from the previous 8M target against
-0.590 for the plain one (a thin but deterministic margin: greedy decoding, fixed checkpoints; a
+validation inputs; re-distilled 2026-12-01, 1295 steps), 0.618 for the small T5 draft distilled
+from the previous 8M target against 0.590 for the plain one (a thin but deterministic margin: greedy decoding, fixed checkpoints; a
 re-trained pair has to re-earn it).
 """
 
