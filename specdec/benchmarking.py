@@ -21,8 +21,11 @@ And where the time goes: with I loop iterations (target calls) and S baseline st
       token_factor = (S / I) / expected_tokens(α, γ)   (tokens realised per iteration vs Eq. 1)
       cost_factor  = (γc + v) / (time per iteration / time per baseline step).
 
-The loop's own overhead is the residual time per iteration − (γc + v) × t₁ (t₁: one cached
-target step, measured alone), and likewise per baseline step − t₁ for `generate`. At T > 0 the
+The residual is the time per iteration − (γc + v) × t₁ (t₁: one cached target step, measured
+alone), and likewise per baseline step − t₁ for `generate`. Its known parts: each decode's fixed
+cost (`fixed_s`: the encoder pass and set-up, paid once per call) spread over the iterations, and
+the draft's 2-token catch-up pass beyond one step ((c₂ − c) t₁); what is left of it is the loop's
+own overhead (bookkeeping, and the passes costing more inside the decode than alone). At T > 0 the
 baseline and speculative samples differ, so S and I count the lengths of different samples
 (noisy over few sentences; their expectations agree since both sample the same distribution).
 
@@ -362,17 +365,22 @@ def time_unit(target: Any, drafts: Mapping[str, Draft], prompts: np.ndarray, *, 
 
 def explain(row: Mapping[str, Any]) -> str:
   """Where a setting's time goes, in words (the decomposition in the module docstring)."""
+  def part(key: str, what: str) -> str:
+    value = row.get(key)
+    return f"{what} {'not measured' if value is None else f'{value:.3f} ms'}"
   return (f"measured/predicted {row['ratio_v']:.2f} = token factor {row['token_factor']:.2f} "
           f"({row['steps_per_iteration']:.2f} baseline steps per iteration realised vs "
           f"{row['expected_tokens']:.2f} expected from alpha) x cost factor "
           f"{row['cost_factor']:.2f} (an iteration cost {row['cost_per_iteration_in_steps']:.2f} "
-          f"baseline steps vs gamma*c+v = {row['predicted_cost_in_steps']:.2f}); loop overhead "
+          f"baseline steps vs gamma*c+v = {row['predicted_cost_in_steps']:.2f}); residual "
           f"{row['overhead_ms_per_iteration']:.3f} ms/iteration "
-          f"({row['overhead_share']:.0%} of {row['ms_per_iteration']:.3f} ms; the draft's 2-token "
-          f"catch-up beyond one step: "
-          f"{row['catch_up_extra_steps'] * row['target_step_ms']:.3f} ms of it) vs "
+          f"({row['overhead_share']:.0%} of {row['ms_per_iteration']:.3f} ms; of it: "
+          f"{part('fixed_ms_per_iteration', 'the per-decode fixed cost spread over iterations')}, "
+          f"{part('catch_up_ms_per_iteration', 'the draft 2-token catch-up beyond one step')}, "
+          f"{part('loop_overhead_ms_per_iteration', 'the rest (the loop itself)')}) vs "
           f"{row['baseline_overhead_ms_per_step']:.3f} ms per baseline step "
-          f"(t1 = {row['target_step_ms']:.3f} ms)")
+          f"({part('baseline_loop_overhead_ms_per_step', 'after its fixed cost')}; "
+          f"t1 = {row['target_step_ms']:.3f} ms)")
 
 
 def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: int,
@@ -437,6 +445,16 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   row["overhead_ms_per_iteration"] = row["ms_per_iteration"] - row["predicted_ms_per_iteration"]
   row["overhead_share"] = row["overhead_ms_per_iteration"] / row["ms_per_iteration"]
   row["baseline_overhead_ms_per_step"] = row["ms_per_baseline_step"] - row["target_step_ms"]
+  # The residual's known parts (None where not measured) and what is left: the loop itself.
+  row["fixed_ms_per_iteration"] = (None if fixed is None
+                                   else fixed * 1e3 * len(groups) / iterations)
+  row["catch_up_ms_per_iteration"] = None if c2 is None else catch_up_extra * t1 * 1e3
+  row["loop_overhead_ms_per_iteration"] = (
+      None if fixed is None or c2 is None else row["overhead_ms_per_iteration"]
+      - row["fixed_ms_per_iteration"] - row["catch_up_ms_per_iteration"])
+  row["baseline_loop_overhead_ms_per_step"] = (
+      None if fixed is None else row["baseline_overhead_ms_per_step"] - fixed * 1e3
+      * len(groups) / steps)
   row["shortfall"] = modelled and row["ratio_v"] < SHORTFALL
   row["explanation"] = explain(row) if row["shortfall"] else None
   return row
@@ -726,21 +744,25 @@ def markdown(result: Mapping[str, Any]) -> str:
   lines += ["", "## Where the time goes", "",
             "Per iteration (one target call): measured ms vs the model's (passes·c + v(γ)) × t1 "
             "(passes: draft passes per iteration, γ at fixed γ; t1 = one cached target step "
-            "measured alone); the loop's overhead is the residual. Baseline: ms per `generate` "
-            "step and its overhead over t1. measured/predicted = token factor × cost factor. "
+            "measured alone); the residual is the rest, and the loop's own part of it is what "
+            "is left after each decode's fixed cost (spread over its iterations) and the "
+            "draft's 2-token catch-up beyond one step. Baseline: ms per `generate` step and its "
+            "overhead over t1. measured/predicted = token factor × cost factor. "
             "From measured tokens/call: tokens/call / (passes·c + v), the cost model's speedup "
             "given the tokens actually kept.", "",
             "| Task | Batch | Draft | Temp | γ | variant | iterations | draft passes/iteration "
-            "| ms/iteration | predicted ms/iteration | overhead ms/iteration | baseline ms/step "
+            "| ms/iteration | predicted ms/iteration | residual ms/iteration "
+            "| loop's own ms/iteration | baseline ms/step "
             "| t1 ms | fixed ms/decode | steps/iteration | expected tokens | token factor "
             "| cost factor | from measured tokens/call |",
-            "|" + "---|" * 19]
+            "|" + "---|" * 20]
   for r in rows:
     lines.append(f"| {r['task']} | {r['batch']} | {DRAFT_LABELS.get(r['draft'], r['draft'])} | "
                  f"{r['temperature']:g} | {r['gamma']} | {r['variant']} | {r['iterations']} | "
                  f"{_fmt(r['draft_passes_per_iteration'])} | "
                  f"{_fmt(r['ms_per_iteration'], 3)} | {_fmt(r['predicted_ms_per_iteration'], 3)} "
                  f"| {_fmt(r['overhead_ms_per_iteration'], 3)} | "
+                 f"{_fmt(r.get('loop_overhead_ms_per_iteration'), 3)} | "
                  f"{_fmt(r['ms_per_baseline_step'], 3)} | {_fmt(r['target_step_ms'], 3)} | "
                  f"{_fmt(r.get('fixed_ms_per_decode'), 1)} | {_fmt(r['steps_per_iteration'])} | "
                  f"{_fmt(r['expected_tokens'])} | "

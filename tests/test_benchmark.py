@@ -83,7 +83,11 @@ def test_outputs_written_with_every_row(micro_run):
   assert "## Best fixed γ vs adaptive γ" in md
   assert "## Best γ per setting" in md and "## Where the time goes" in md
   short = [r for r in rows if r["shortfall"]]
-  assert md.count("loop overhead") == len(short)
+  assert md.count("the rest (the loop itself)") == len(short)
+  where = md.split("## Where the time goes")[1].split("\n## ")[0]
+  table = [line for line in where.splitlines() if line.startswith("|")]
+  assert "| loop's own ms/iteration |" in table[0]
+  assert len(table) == 2 + len(rows) and all(line.count("|") == 21 for line in table)
 
 
 def test_self_draft_is_always_accepted(micro_run):
@@ -138,6 +142,15 @@ def test_rows_are_finite_and_self_consistent(micro_run):
         r["steps_per_iteration"] / r["cost_per_iteration_in_steps"])
     assert r["predicted_ms_per_iteration"] + r["overhead_ms_per_iteration"] == pytest.approx(
         r["ms_per_iteration"])
+    # The residual's parts: the fixed cost over 2 decodes, the catch-up, the loop's own rest.
+    assert r["fixed_ms_per_iteration"] == pytest.approx(
+        costs["fixed_s"] * 1e3 * 2 / r["iterations"])
+    assert r["catch_up_ms_per_iteration"] == pytest.approx(
+        r["catch_up_extra_steps"] * r["target_step_ms"])
+    assert (r["fixed_ms_per_iteration"] + r["catch_up_ms_per_iteration"]
+            + r["loop_overhead_ms_per_iteration"]) == pytest.approx(r["overhead_ms_per_iteration"])
+    assert r["baseline_loop_overhead_ms_per_step"] == pytest.approx(
+        r["baseline_overhead_ms_per_step"] - costs["fixed_s"] * 1e3 * 2 / r["baseline_steps"])
     assert r["shortfall"] == (r["explanation"] is not None) == (r["ratio_v"] < 0.9)
     # One row at a time (batch 1): the loop runs as many iterations as the target is called.
     assert r["iterations"] == r["target_calls"]
@@ -320,3 +333,46 @@ def test_script_benchmarks_extra_drafts(tiny_target, tiny_draft, tmp_path, monke
   with pytest.raises(ValueError, match="config.json"):
     script.benchmark(output_dir=str(tmp_path / "x"), pairs=["toy"], drafts=[],
                      extra_drafts={"gone": str(tmp_path / "missing")})
+
+
+def _hand_row(*, c2, fixed_s):
+  """A row from hand-built costs and one timed group: 10 iterations of 12 ms (γ 2, 20 draft
+  passes), 30 baseline steps of 5 ms; t1 = 4 ms, c = 0.1, v(2) = 1.5."""
+  variant = benchmarking.Variant()
+  groups = [dict(baseline_s=0.150, baseline_steps=30, settings={("d", 2, variant): dict(
+      seconds=0.120, iterations=10, draft_passes=20, target_calls=10, accepted=10,
+      rejected=5, drafted=20, identical=True)})]
+  costs = dict(target_step_s=0.004, v={2: 1.5}, c={"d": 0.1}, c2=None if c2 is None else {"d": c2},
+               fixed_s=fixed_s)
+  return benchmarking.make_row(task="t", draft="d", temperature=0.0, gamma=2, batch=1,
+                               costs=costs, groups=groups, compile_s=0.0, variant=variant)
+
+
+def test_residual_split_into_fixed_catch_up_and_loop():
+  """12 ms per iteration vs (2·0.1 + 1.5)·4 = 6.8 ms modelled: a 5.2 ms residual, of which the
+  20 ms fixed cost over 10 iterations is 2 ms and the catch-up (0.3 − 0.1)·4 = 0.8 ms, leaving
+  2.4 ms for the loop; the baseline's 1 ms per step over t1 is 20/30 ms fixed and 1/3 ms rest."""
+  r = _hand_row(c2=0.3, fixed_s=0.020)
+  assert r["overhead_ms_per_iteration"] == pytest.approx(5.2)
+  assert r["fixed_ms_per_iteration"] == pytest.approx(2.0)
+  assert r["catch_up_ms_per_iteration"] == pytest.approx(0.8)
+  assert r["loop_overhead_ms_per_iteration"] == pytest.approx(2.4)
+  assert r["baseline_loop_overhead_ms_per_step"] == pytest.approx(1 / 3)
+  text = benchmarking.explain(r)
+  for part in ("residual 5.200 ms/iteration", "spread over iterations 2.000 ms",
+               "beyond one step 0.800 ms", "the loop itself) 2.400 ms",
+               "after its fixed cost 0.333 ms"):
+    assert part in text, (part, text)
+
+
+def test_residual_parts_not_measured_are_said_so():
+  """Costs without c₂ (one-call costs) or without the fixed cost (paper_regime's) name the part
+  as not measured rather than printing 0."""
+  r = _hand_row(c2=None, fixed_s=None)
+  assert r["catch_up_ms_per_iteration"] is None and r["fixed_ms_per_iteration"] is None
+  assert r["loop_overhead_ms_per_iteration"] is None
+  assert r["baseline_loop_overhead_ms_per_step"] is None
+  text = benchmarking.explain(r)
+  assert "beyond one step not measured" in text
+  assert "spread over iterations not measured" in text
+  assert "0.000 ms" not in text
