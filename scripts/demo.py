@@ -9,9 +9,11 @@ Translates test sentences with `specdec.generate` (the target alone) and with
 which reads the target's encoder output; `--draft` picks another), one sentence at a time (batch 1, as
 in the paper), checks the greedy outputs are identical token for token, and reports α, target
 calls saved and the walltime speedup (medians of interleaved runs, compile time excluded; see
-`specdec.comparison`), the measured cost ratio c (one draft step / one target step; not the
-parameter ratio, printed too) with v(γ) and the cost model's prediction, and the machine and its
-load average before and after: the walltime ratios depend on both.
+`specdec.comparison`), the cost model's terms measured as the loop runs them (c, one draft step
+over one target step: not the parameter ratio, printed too; c₂, the draft's 2-token catch-up;
+v(γ); the fixed cost of a decode), its prediction at the measured α with measured/predicted and
+the loop's own overhead per iteration, and the machine and its load average before and after:
+the walltime ratios depend on both.
 """
 
 from __future__ import annotations
@@ -51,9 +53,8 @@ def main(argv):
                               max_decode_len=_MAX_LEN.value, repeats=_REPEATS.value,
                               progress=lambda _: bar.update())
   total = comparison.totals(rows)
-  costs = comparison.cost_model(pair.target, draft, gamma=_GAMMA.value,
-                                alpha=total["alpha"], position=_MAX_LEN.value // 2,
-                                encoder_length=_INPUT_LEN.value)
+  costs = comparison.cost_model(pair.target, draft, total, gamma=_GAMMA.value,
+                                position=_MAX_LEN.value // 2, encoder_length=_INPUT_LEN.value)
   machine = timing.machine_info(load_before)
 
   print(f"Pair {pair.name!r}: target {pair.target.num_params / 1e6:.1f}M params, "
@@ -64,9 +65,8 @@ def main(argv):
     print(f"EN: {src}\nDE: {pair.decode(r.speculative_tokens)}   [{same} baseline]\n")
   for line in comparison.report_lines(total, gamma=_GAMMA.value, greedy=True):
     print(line)
-  print(f"cost model: measured c = {costs['c']:.2f} (one draft step / one target step), "
-        f"v({_GAMMA.value}) = {costs['v']:.2f} (one {_GAMMA.value + 1}-token target pass / one "
-        f"1-token pass) -> predicted {costs['predicted_speedup']:.2f}x at this alpha")
+  for line in comparison.cost_lines(costs, gamma=_GAMMA.value):
+    print(line)
   print(timing.machine_line(machine))
   if total["identical"] != total["rows"]:
     raise SystemExit("speculative and baseline greedy outputs differ")

@@ -6,7 +6,8 @@ at a time (batch 1, as in the paper) by `specdec.generate` (the target alone) an
 first call compiles; the outputs and the verification counts come from it), then `repeats`
 times by both in interleaved rounds (`timing.interleaved_medians`); its times are the medians.
 The prompts should share one shape (pad them, e.g. `benchmarking.pad_prompts`) so that each
-decoder compiles once. `cost_model` adds the paper's prediction from the measured c and v(γ).
+decoder compiles once. `cost_model` adds the cost model's prediction from passes timed as the
+loop runs them (c, c₂, v(γ), the fixed cost of a decode).
 
 Ratios measured here depend on the machine and its load: print `timing.machine_line` beside them.
 """
@@ -96,16 +97,53 @@ def totals(rows: Sequence[Row]) -> dict[str, Any]:
           "median_speedup": float(np.median([r.baseline_s / r.speculative_s for r in rows]))}
 
 
-def cost_model(target: Any, draft: Any, *, gamma: int, alpha: float, position: int = 32,
-               encoder_length: int = 32, repeats: int = 30) -> dict[str, float]:
-  """The measured c (one draft step / one target step, `timing.measure_cost_ratio`), v(γ) (one
-  (γ+1)-token target pass / one 1-token pass) and the v-aware predicted speedup
-  `analysis.walltime_improvement(alpha, gamma, c, v)`, at batch 1 and decoder `position`."""
-  kwargs = dict(batch=1, position=position, repeats=repeats, encoder_length=encoder_length)
-  c = timing.measure_cost_ratio(target, draft, **kwargs)
-  v = timing.measure_verify_cost(target, gammas=[gamma], **kwargs)[gamma]
-  return {"c": c, "v": v,
-          "predicted_speedup": analysis.walltime_improvement(alpha, gamma, c, v)}
+def cost_model(target: Any, draft: Any, total: dict[str, Any], *, gamma: int,
+               position: int = 32, encoder_length: int = 32, repeats: int = 10
+               ) -> dict[str, float]:
+  """The cost model's prediction for the decodes summed in `total` (`totals(rows)`, batch 1).
+
+  Measured as the decoders run (`benchmarking.measure_costs`, in-loop, at decoder `position`):
+  t₁, one cached target step; v(γ), one (γ+1)-token pass over t₁; c, one draft step over t₁;
+  c₂, the draft's 2-token catch-up pass over t₁; the fixed cost of one decode (the encoder pass
+  and set-up). Predicted from α: the paper's v-aware speedup E/(γc + v) (E the expected tokens
+  per iteration), and the speedup of the whole decodes, each paying the fixed cost once on both
+  sides and an iteration costing (γ − 1)c + c₂ + v (`benchmarking.decode_speedup`). Also per
+  iteration: the measured ms (the speculative time less the decodes' fixed costs, over the
+  target calls) and the modelled ms; their difference is the loop's own overhead.
+  """
+  from specdec import benchmarking  # pylint: disable=g-import-not-at-top
+
+  costs = benchmarking.measure_costs(target, {"draft": draft}, batch=1, gammas=[gamma],
+                                     position=position, encoder_length=encoder_length,
+                                     repeats=repeats)
+  t1, fixed = costs["target_step_s"], costs["fixed_s"]
+  c, c2, v = costs["c"]["draft"], costs["c2"]["draft"], costs["v"][gamma]
+  expected = analysis.expected_tokens(total["alpha"], gamma)
+  per_iteration = (gamma - 1) * c + c2 + v  # In target steps.
+  decodes, calls = total["rows"], total["target_calls"]
+  predicted = benchmarking.decode_speedup(expected, per_iteration,
+                                          steps=total["baseline_steps"], decodes=decodes,
+                                          fixed_in_steps=fixed / t1)
+  measured_ms = (total["speculative_s"] - decodes * fixed) * 1e3 / calls
+  return {"c": c, "c2": c2, "v": v, "target_step_ms": t1 * 1e3, "fixed_ms": fixed * 1e3,
+          "predicted_speedup_v": analysis.walltime_improvement(total["alpha"], gamma, c, v),
+          "predicted_speedup": predicted, "measured_over_predicted": total["speedup"] / predicted,
+          "ms_per_iteration": measured_ms, "modelled_ms_per_iteration": per_iteration * t1 * 1e3,
+          "loop_overhead_ms_per_iteration": measured_ms - per_iteration * t1 * 1e3}
+
+
+def cost_lines(costs: dict[str, float], *, gamma: int) -> list[str]:
+  """What a script prints for `cost_model(...)`."""
+  return [
+      f"cost model (passes timed inside a jitted loop): c = {costs['c']:.3f} (one draft step / "
+      f"one target step of {costs['target_step_ms']:.2f} ms), c2 = {costs['c2']:.3f} (the "
+      f"draft's 2-token catch-up pass), v({gamma}) = {costs['v']:.2f} (one {gamma + 1}-token "
+      f"target pass / one step), {costs['fixed_ms']:.0f} ms fixed per decode (encoder, set-up)",
+      f"predicted at this alpha: {costs['predicted_speedup']:.2f}x for these decodes "
+      f"({costs['predicted_speedup_v']:.2f}x per iteration, the paper's v-aware form); "
+      f"measured/predicted {costs['measured_over_predicted']:.2f}: an iteration took "
+      f"{costs['ms_per_iteration']:.2f} ms vs {costs['modelled_ms_per_iteration']:.2f} ms "
+      f"modelled, {costs['loop_overhead_ms_per_iteration']:.2f} ms of the loop's own"]
 
 
 def report_lines(total: dict[str, Any], *, gamma: int, greedy: bool) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from specdec import analysis, comparison, generate, speculative_generate, timing
+from specdec import analysis, benchmarking, comparison, generate, speculative_generate, timing
 
 
 def _row(base, spec, *, accepted, rejected, calls, base_s, spec_s):
@@ -61,6 +61,35 @@ def test_compare_decodes_each_row_as_the_decoders_do(tiny_target, tiny_draft):
     comparison.compare(tiny_target, tiny_draft, prompts, gamma=2, max_decode_len=6, repeats=0)
   with pytest.raises(ValueError, match="prompts"):
     comparison.compare(tiny_target, tiny_draft, prompts[0], gamma=2, max_decode_len=6)
+
+
+def test_cost_model_predicts_these_decodes_from_in_loop_costs(tiny_target, tiny_draft):
+  """The prediction is the decode-level cost model's at the measured α, from in-loop c, c₂, v
+  and the fixed cost; the per-iteration split adds up; the printed lines carry the numbers."""
+  prompts = np.array([[3, 4, 5, 1], [6, 7, 1, 0]], np.int32)
+  rows = comparison.compare(tiny_target, tiny_draft, prompts, gamma=2, max_decode_len=6,
+                            repeats=1, eos_id=None)
+  total = comparison.totals(rows)
+  costs = comparison.cost_model(tiny_target, tiny_draft, total, gamma=2, position=4,
+                                encoder_length=4, repeats=2)
+  assert costs["c"] > 0 and costs["c2"] > 0 and costs["v"] > 0 and costs["fixed_ms"] >= 0
+  t1 = costs["target_step_ms"]
+  per_iteration = costs["c"] + costs["c2"] + costs["v"]  # (γ − 1)c + c₂ + v at γ = 2.
+  assert costs["modelled_ms_per_iteration"] == pytest.approx(per_iteration * t1)
+  assert costs["predicted_speedup"] == pytest.approx(benchmarking.decode_speedup(
+      analysis.expected_tokens(total["alpha"], 2), per_iteration,
+      steps=total["baseline_steps"], decodes=2, fixed_in_steps=costs["fixed_ms"] / t1))
+  assert costs["predicted_speedup_v"] == pytest.approx(
+      analysis.walltime_improvement(total["alpha"], 2, costs["c"], costs["v"]))
+  assert costs["measured_over_predicted"] == pytest.approx(
+      total["speedup"] / costs["predicted_speedup"])
+  assert costs["ms_per_iteration"] == pytest.approx(
+      (total["speculative_s"] * 1e3 - 2 * costs["fixed_ms"]) / total["target_calls"])
+  assert costs["ms_per_iteration"] - costs["modelled_ms_per_iteration"] == pytest.approx(
+      costs["loop_overhead_ms_per_iteration"])
+  text = "\n".join(comparison.cost_lines(costs, gamma=2))
+  assert f"c2 = {costs['c2']:.3f}" in text and "v(2) = " in text
+  assert f"measured/predicted {costs['measured_over_predicted']:.2f}" in text
 
 
 def test_machine_line_names_the_cpu_cores_device_and_load():
