@@ -136,7 +136,7 @@ MUTATIONS = (
       ("tests/test_model.py",),
       "rolling back does not lower the position: stale entries stay attended"),
     M("write_rows_unchecked", "specdec/cache.py",
-      '  check_room(start, block.shape[1], buffer.shape[1], what="write")\n',
+      '  check_room(start, block.shape[axis], buffer.shape[axis], what="write")\n',
       "  pass\n",
       ("tests/test_drafts.py",),
       "an eager write past the cache's end clamps silently again"),

@@ -53,13 +53,15 @@ def check_room(start: Array, length: int, capacity: int, *, what: str = "write")
                      f"({bad.size} row(s) out of range)")
 
 
-def write_rows(buffer: Array, block: Array, start: Array) -> Array:
-  """Writes block `[B, k, ...]` into buffer `[B, L, ...]` at each row's own `start` `[B]`.
+def write_rows(buffer: Array, block: Array, start: Array, *, axis: int = 1) -> Array:
+  """Writes block `[B, k, ...]` into buffer `[B, L, ...]` at each row's own `start` `[B]`;
+  with `axis` a ≥ 1, along that axis instead (block `[B, ..., k, ...]`, k at axis a too).
 
   Raises ValueError for a block that does not fit (see `check_room`); never clamps.
   """
-  check_room(start, block.shape[1], buffer.shape[1], what="write")
-  write = lambda row, update, s: jax.lax.dynamic_update_slice_in_dim(row, update, s, axis=0)
+  check_room(start, block.shape[axis], buffer.shape[axis], what="write")
+  write = lambda row, update, s: jax.lax.dynamic_update_slice_in_dim(row, update, s,
+                                                                     axis=axis - 1)
   return jax.vmap(write)(buffer, block.astype(buffer.dtype), start)
 
 
@@ -73,22 +75,30 @@ def read_rows(buffer: Array, start: Array, length: int) -> Array:
   return jax.vmap(read)(buffer, start)
 
 
+def self_cache_shapes(config, *, batch: int, length: int
+                      ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """The shapes of a `DecoderCache`'s self-attention keys `[N, B, H, D, L]` and values `[N, B,
+  H, L, D]` for a config with `num_decoder_layers`, `num_heads` and `head_dim`."""
+  n, h, d = config.num_decoder_layers, config.num_heads, config.head_dim
+  return (n, batch, h, d, length), (n, batch, h, length, d)
+
+
 @flax.struct.dataclass
 class DecoderCache:
   """The decoding state of a T5 for one batch of encoder inputs.
 
   Shapes: B batch, L cache length, S encoder length, N decoder layers, H heads, D head_dim.
   """
-  self_keys: Array      # [N, B, L, H, D] config dtype; self-attention keys, by position.
-  self_values: Array    # [N, B, L, H, D] config dtype.
-  cross_keys: Array     # [N, B, S, H, D] config dtype; computed once from the encoder output.
-  cross_values: Array   # [N, B, S, H, D] config dtype.
+  self_keys: Array      # [N, B, H, D, L] config dtype; self-attention keys, by position.
+  self_values: Array    # [N, B, H, L, D] config dtype.
+  cross_keys: Array     # [N, B, H, D, S] config dtype; computed once from the encoder output.
+  cross_values: Array   # [N, B, H, S, D] config dtype.
   encoder_mask: Array   # [B, S] bool; True where the encoder input is a real token.
   position: Array       # [B] int32; decoder tokens consumed per row (the next write offset).
 
   @property
   def length(self) -> int:
-    return self.self_keys.shape[2]
+    return self.self_values.shape[3]
 
   def rewind(self, position: Array) -> "DecoderCache":
     """Rolls each row back (or forward over already written entries) to `position` `[B]`."""

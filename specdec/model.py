@@ -21,7 +21,7 @@ import numpy as np
 
 from specdec import hf_import, t5x_import
 from specdec import weights as weights_lib
-from specdec.cache import DecoderCache, check_room
+from specdec.cache import DecoderCache, check_room, self_cache_shapes
 from specdec.config import T5Config
 from specdec.network import transformer
 # The parameter tree's helpers stay reachable as `specdec.model.*` (partitioning uses them).
@@ -85,9 +85,10 @@ def empty_cache(net: nn.Module, params: Params, encoded: Array, encoder_mask: Ar
   config = net.config
   cross_keys, cross_values = net.apply({"params": params}, encoded, method=net.cross_kv)
   batch = encoded.shape[0]
-  shape = (config.num_decoder_layers, batch, length, config.num_heads, config.head_dim)
+  key_shape, value_shape = self_cache_shapes(config, batch=batch, length=length)
   return DecoderCache(
-      self_keys=jnp.zeros(shape, config.dtype), self_values=jnp.zeros(shape, config.dtype),
+      self_keys=jnp.zeros(key_shape, config.dtype),
+      self_values=jnp.zeros(value_shape, config.dtype),
       cross_keys=cross_keys, cross_values=cross_values, encoder_mask=encoder_mask,
       position=jnp.zeros((batch,), jnp.int32))
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from specdec.cache import write_rows
+from specdec.cache import self_cache_shapes, write_rows
 from specdec.config import T5Config
 
 Array = jax.Array
@@ -150,17 +150,21 @@ class Attention(nn.Module):
     return dense(x).reshape(x.shape[:-1] + (self.config.num_heads, self.config.head_dim))
 
   def project_kv(self, x: Array) -> tuple[Array, Array]:
-    """`[B, T, emb]` → keys and values `[B, T, heads, head_dim]`."""
-    return self._heads(self.key, x), self._heads(self.value, x)
+    """`[B, T, emb]` → keys `[B, heads, head_dim, T]` and values `[B, heads, T, head_dim]`: the
+    operands of the attention's two products in the form XLA's dots take them (a key layout of
+    `[B, T, heads, head_dim]` costs a transpose of the whole cache in every decoder pass)."""
+    keys = jnp.transpose(self._heads(self.key, x), (0, 2, 3, 1))
+    return keys, jnp.swapaxes(self._heads(self.value, x), 1, 2)
 
   def __call__(self, x: Array, keys: Array, values: Array, bias: Array, *,
                deterministic: bool) -> Array:
-    """x `[B, q, emb]` attends to keys/values `[B, k, heads, head_dim]`; bias `[B|1, heads, q, k]`."""
+    """x `[B, q, emb]` attends to keys `[B, heads, head_dim, k]` and values `[B, heads, k,
+    head_dim]` (see `project_kv`); bias `[B|1, heads, q, k]`."""
     query = self._heads(self.query, x)
-    weights = jnp.einsum("bqhd,bkhd->bhqk", query, keys.astype(query.dtype))
+    weights = jnp.einsum("bqhd,bhdk->bhqk", query, keys.astype(query.dtype))
     weights = jax.nn.softmax(weights.astype(jnp.float32) + bias).astype(self.config.dtype)
     weights = self.dropout(weights, deterministic=deterministic)
-    y = jnp.einsum("bhqk,bkhd->bqhd", weights, values.astype(weights.dtype))
+    y = jnp.einsum("bhqk,bhkd->bqhd", weights, values.astype(weights.dtype))
     return self.out(y.reshape(y.shape[:2] + (-1,)))
 
 
@@ -218,13 +222,14 @@ class DecoderLayer(nn.Module):
                deterministic: bool) -> tuple[Array, Array, Array]:
     """Feeds a block x `[B, k, emb]` written at each row's `position` `[B]`.
 
-    self_keys/self_values: this layer's cache `[B, L, heads, head_dim]`; the block's keys and
-    values replace entries position..position+k-1 of each row, and the updated cache is returned.
+    self_keys/self_values: this layer's cache, keys `[B, heads, head_dim, L]` and values `[B,
+    heads, L, head_dim]` (see `Attention.project_kv`); the block's keys and values replace entries
+    position..position+k-1 of each row, and the updated cache is returned.
     """
     y = self.pre_self_attention_layer_norm(x)
     new_keys, new_values = self.self_attention.project_kv(y)
-    self_keys = write_rows(self_keys, new_keys.astype(self_keys.dtype), position)
-    self_values = write_rows(self_values, new_values.astype(self_values.dtype), position)
+    self_keys = write_rows(self_keys, new_keys.astype(self_keys.dtype), position, axis=3)
+    self_values = write_rows(self_values, new_values.astype(self_values.dtype), position, axis=2)
     y = self.self_attention(y, self_keys, self_values, self_bias, deterministic=deterministic)
     x = x + self.dropout(y, deterministic=deterministic)
     y = self.pre_cross_attention_layer_norm(x)
@@ -279,7 +284,8 @@ class Decoder(nn.Module):
       self.logits_dense = Dense(c.vocab_size, ("embed", "vocab"), jnp.float32)
 
   def cross_kv(self, encoded: Array) -> tuple[Array, Array]:
-    """Encoder output `[B, S, emb]` → cross-attention keys, values `[layers, B, S, heads, head_dim]`."""
+    """Encoder output `[B, S, emb]` → cross-attention keys `[layers, B, heads, head_dim, S]` and
+    values `[layers, B, heads, S, head_dim]`."""
     kv = [layer.encoder_decoder_attention.project_kv(encoded) for layer in self.layers]
     return jnp.stack([k for k, _ in kv]), jnp.stack([v for _, v in kv])
 
@@ -287,13 +293,14 @@ class Decoder(nn.Module):
                cross_keys: Array, cross_values: Array, encoder_mask: Array,
                deterministic: bool) -> tuple[Array, Array, Array]:
     """Feeds tokens `[B, k]` at `position` `[B]`; returns float32 logits `[B, k, vocab]` and the
-    updated self-attention cache `[layers, B, L, heads, head_dim]` (keys, values).
+    updated self-attention cache (keys `[layers, B, heads, head_dim, L]`, values `[layers, B,
+    heads, L, head_dim]`).
 
     Query i of row b sits at position[b] + i and attends to cache entries 0..position[b] + i:
     causal inside the block and over the row's prefix; entries past it are never attended.
     """
     c = self.config
-    cache_length = self_keys.shape[2]
+    cache_length = self_values.shape[3]
     query_pos = position[:, None] + jnp.arange(tokens.shape[1])[None, :]  # [B, k]
     key_pos = jnp.arange(cache_length)  # [L]
     relative = key_pos[None, None, :] - query_pos[:, :, None]  # [B, k, L]
@@ -356,11 +363,12 @@ def teacher_forced_decode(decoder: Decoder, encoded: Array, encoder_mask: Array,
   c = decoder.config
   cross_keys, cross_values = decoder.cross_kv(encoded)
   batch, length = decoder_input_tokens.shape
-  empty = jnp.zeros((c.num_decoder_layers, batch, length, c.num_heads, c.head_dim), c.dtype)
+  key_shape, value_shape = self_cache_shapes(c, batch=batch, length=length)
   logits, _, _ = decoder(
-      decoder_input_tokens, position=jnp.zeros((batch,), jnp.int32), self_keys=empty,
-      self_values=empty, cross_keys=cross_keys, cross_values=cross_values,
-      encoder_mask=encoder_mask, deterministic=deterministic)
+      decoder_input_tokens, position=jnp.zeros((batch,), jnp.int32),
+      self_keys=jnp.zeros(key_shape, c.dtype), self_values=jnp.zeros(value_shape, c.dtype),
+      cross_keys=cross_keys, cross_values=cross_values, encoder_mask=encoder_mask,
+      deterministic=deterministic)
   return logits
 
 

@@ -445,8 +445,8 @@ def memory_per_device(config: T5Config, mesh_shape: tuple[int, int], batch: int,
   """Bytes per device of `config`'s parameters and decode cache on a `(data, model)` mesh.
 
   Parameters are sharded by `rules` (or replicated with `replicate_params`, as a draft usually
-  is) and stored in `dtype`. The cache is a `DecoderCache`: self-attention keys and values
-  `[N, B, L, H, D]`, cross-attention keys and values `[N, B, S, H, D]` (in `cache_dtype`, default
+  is) and stored in `dtype`. The cache is a `DecoderCache`: self-attention keys `[N, B, H, D, L]`
+  and values `[N, B, H, L, D]`, cross-attention ones the same with S for L (in `cache_dtype`, default
   the config's activation dtype), the encoder mask `[B, S]` and positions `[B]`; batch over
   'data', heads over 'model' (what XLA's propagation picks from the `joined_kv` kernels; not
   with `replicate_params`).
@@ -481,10 +481,11 @@ def memory_per_device(config: T5Config, mesh_shape: tuple[int, int], batch: int,
   # A replicated model's kernels are whole on every device, so its cache is split by batch only.
   heads_axis = ("model" if c.num_heads % sizes["model"] == 0 and not replicate_params
                 else None)
-  kv_spec = P(None, "data" if batch % sizes["data"] == 0 else None, None, heads_axis, None)
-  self_cache = 2 * _per_device((c.num_decoder_layers, batch, cache_length, c.num_heads,
+  # Values [N, B, H, L, D]; the keys [N, B, H, D, L] are split alike and as large.
+  kv_spec = P(None, "data" if batch % sizes["data"] == 0 else None, heads_axis, None, None)
+  self_cache = 2 * _per_device((c.num_decoder_layers, batch, c.num_heads, cache_length,
                                 c.head_dim), kv_spec, sizes)
-  cross_cache = 2 * _per_device((c.num_decoder_layers, batch, encoder_length, c.num_heads,
+  cross_cache = 2 * _per_device((c.num_decoder_layers, batch, c.num_heads, encoder_length,
                                  c.head_dim), kv_spec, sizes)
   local_batch = -(-batch // sizes["data"])
   out = {

@@ -190,6 +190,22 @@ def test_write_rows_fills_to_the_end_and_refuses_past_it():
                                 got)
 
 
+def test_write_rows_along_a_later_axis():
+  """`axis`: the block's positions run along that axis of the buffer (the keys' last axis in a
+  `DecoderCache`); same replace semantics and the same capacity check, on that axis."""
+  buffer = jnp.zeros((2, 3, 5), jnp.int32)
+  block = jnp.arange(12, dtype=jnp.int32).reshape(2, 3, 2) + 1
+  got = np.asarray(cache_lib.write_rows(buffer, block, jnp.asarray([3, 1]), axis=2))
+  want = np.zeros((2, 3, 5), np.int32)
+  want[0, :, 3:5], want[1, :, 1:3] = np.asarray(block[0]), np.asarray(block[1])
+  np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match="start: row 0 would write entries 4..5 of a cache of "
+                                       "length 5"):
+    cache_lib.write_rows(buffer, block, jnp.asarray([4, 0]), axis=2)
+  with pytest.raises(ValueError, match="block of 6 entries in a cache of length 5"):
+    cache_lib.write_rows(buffer, jnp.zeros((2, 3, 6), jnp.int32), jnp.asarray([0, 0]), axis=2)
+
+
 def test_drafts_refuse_to_write_past_their_cache(tiny_target):
   """Eager calls know the positions: a block that would run past `cache_length` raises,
   naming the row, for prompt lookup's history and for a T5's decoder cache."""
