@@ -98,7 +98,7 @@ def totals(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def cost_model(target: Any, draft: Any, total: dict[str, Any], *, gamma: int,
-               position: int = 32, encoder_length: int = 32, repeats: int = 10
+               position: int = 32, encoder_length: int = 32, repeats: int = 20
                ) -> dict[str, float]:
   """The cost model's prediction for the decodes summed in `total` (`totals(rows)`, batch 1).
 
