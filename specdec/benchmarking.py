@@ -431,7 +431,8 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   fixed = costs.get("fixed_s")
   row["fixed_ms_per_decode"] = None if fixed is None else fixed * 1e3
   row["predicted_speedup_decode"] = (
-      decode_speedup(row["expected_tokens"], cost_in_steps + catch_up_extra, steps=steps,
+      decode_speedup(row["expected_tokens"],
+                     iteration_cost_in_steps(draft_passes=passes, c=c, v=v, c2=c2), steps=steps,
                      decodes=len(groups), fixed_in_steps=fixed / t1)
       if modelled and fixed is not None else None)
   row["ratio_decode"] = ratio(row["measured_speedup"], row["predicted_speedup_decode"])
@@ -458,6 +459,14 @@ def make_row(*, task: str, draft: str, temperature: float, gamma: int, batch: in
   row["shortfall"] = modelled and row["ratio_v"] < SHORTFALL
   row["explanation"] = explain(row) if row["shortfall"] else None
   return row
+
+
+def iteration_cost_in_steps(*, draft_passes: float, c: float, v: float,
+                            c2: float | None = None) -> float:
+  """What one speculative iteration costs in target steps: `draft_passes` draft passes of c and
+  one (γ+1)-token verify pass of v; with c₂ measured, one of those passes is `propose`'s 2-token
+  catch-up, at c₂ instead of c."""
+  return draft_passes * c + v + (0.0 if c2 is None else c2 - c)
 
 
 def decode_speedup(expected_tokens: float, cost_in_steps: float, *, steps: int, decodes: int,

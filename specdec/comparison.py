@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from specdec import analysis, timing
+from specdec import analysis, benchmarking, timing
 from specdec.decoding import generate
 from specdec.speculative import speculative_generate
 
@@ -107,19 +107,18 @@ def cost_model(target: Any, draft: Any, total: dict[str, Any], *, gamma: int,
   c₂, the draft's 2-token catch-up pass over t₁; the fixed cost of one decode (the encoder pass
   and set-up). Predicted from α: the paper's v-aware speedup E/(γc + v) (E the expected tokens
   per iteration), and the speedup of the whole decodes, each paying the fixed cost once on both
-  sides and an iteration costing (γ − 1)c + c₂ + v (`benchmarking.decode_speedup`). Also per
-  iteration: the measured ms (the speculative time less the decodes' fixed costs, over the
-  target calls) and the modelled ms; their difference is the loop's own overhead.
+  sides and an iteration costing (γ − 1)c + c₂ + v (`benchmarking.iteration_cost_in_steps`,
+  `benchmarking.decode_speedup`). Also per iteration: the measured ms (the speculative time less
+  the decodes' fixed costs, over the target calls) and the modelled ms; their difference is the
+  loop's own overhead.
   """
-  from specdec import benchmarking  # pylint: disable=g-import-not-at-top
-
   costs = benchmarking.measure_costs(target, {"draft": draft}, batch=1, gammas=[gamma],
                                      position=position, encoder_length=encoder_length,
                                      repeats=repeats)
   t1, fixed = costs["target_step_s"], costs["fixed_s"]
   c, c2, v = costs["c"]["draft"], costs["c2"]["draft"], costs["v"][gamma]
   expected = analysis.expected_tokens(total["alpha"], gamma)
-  per_iteration = (gamma - 1) * c + c2 + v  # In target steps.
+  per_iteration = benchmarking.iteration_cost_in_steps(draft_passes=gamma, c=c, v=v, c2=c2)
   decodes, calls = total["rows"], total["target_calls"]
   predicted = benchmarking.decode_speedup(expected, per_iteration,
                                           steps=total["baseline_steps"], decodes=decodes,
