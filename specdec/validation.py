@@ -46,8 +46,13 @@ def check_positive_int(name: str, value: Any) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _unused_key() -> jax.Array:
-  """The key greedy decoding passes along (never drawn from); made once, not per call."""
-  return jax.random.PRNGKey(0)
+  """The key greedy decoding passes along (never drawn from); made once, not per call.
+
+  Made concrete even when the first call is traced (`generate` inside a user's `jit`): a cached
+  tracer would escape its trace and break every later call.
+  """
+  with jax.ensure_compile_time_eval():
+    return jax.random.PRNGKey(0)
 
 
 def check_rng(rng: Any, *, needed: bool) -> jax.Array:

@@ -263,3 +263,15 @@ def test_good_arguments_reach_tracing(tiny_target, no_tracing):
   with pytest.raises(AssertionError, match="reached tracing"):
     specdec.generate(tiny_target, _GOOD, max_decode_len=4, temperature=1.0, top_k=3,
                      top_p=0.5, rng=0)
+
+
+def test_greedy_generate_traced_first_then_eager(tiny_target):
+  """The cached key that greedy decoding passes along must not be a tracer when the first call
+  to make it happens inside a user's `jit` (it leaked into every later call before)."""
+  from specdec import validation  # pylint: disable=g-import-not-at-top
+  validation._unused_key.cache_clear()  # pylint: disable=protected-access
+  prompts = jnp.asarray(_PROMPT)
+  traced = jax.jit(lambda p: specdec.generate(tiny_target, p, max_decode_len=3).tokens)(prompts)
+  eager = specdec.generate(tiny_target, _PROMPT, max_decode_len=3).tokens
+  np.testing.assert_array_equal(traced, eager)
+  assert not isinstance(validation._unused_key(), jax.core.Tracer)  # pylint: disable=protected-access
