@@ -9,7 +9,7 @@ import pytest
 import specdec
 from chi2 import chi2_pvalue
 from conftest import TINY
-from specdec import decoding
+from specdec import decoding, validation
 from specdec import sampling as sampling_lib
 from specdec.sampling import Sampling, logits_to_probs
 from specdec.testing import SMALL, exact_joint, reference_probs
@@ -268,7 +268,6 @@ def test_good_arguments_reach_tracing(tiny_target, no_tracing):
 def test_greedy_generate_traced_first_then_eager(tiny_target):
   """The cached key that greedy decoding passes along must not be a tracer when the first call
   to make it happens inside a user's `jit` (it leaked into every later call before)."""
-  from specdec import validation  # pylint: disable=g-import-not-at-top
   validation._unused_key.cache_clear()  # pylint: disable=protected-access
   prompts = jnp.asarray(_PROMPT)
   traced = jax.jit(lambda p: specdec.generate(tiny_target, p, max_decode_len=3).tokens)(prompts)
